@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import Daemon, add_token
+
+
+@pytest.fixture
+def tokens_file(tmp_path: Path) -> Path:
+    return tmp_path / "tokens.json"
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, tokens_file: Path):
+    """Factory: start_daemon(*twistd_plugin_args) -> a running Daemon, stopped at teardown."""
+    started: list[Daemon] = []
+
+    def start(*args: str, expect: tuple[str, ...] = ("tcp",), workdir: Path | None = None) -> Daemon:
+        if not any(a == "--tokens" for a in args):
+            args = ("--tokens", str(tokens_file), *args)
+        d = Daemon(workdir or tmp_path, *args)
+        started.append(d)
+        return d.start(expect=expect)
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def token(tokens_file: Path):
+    """Factory: token(name, *options) -> a new secret from `hypertcp token add`."""
+    return lambda name, *options: add_token(tokens_file, name, *options)
