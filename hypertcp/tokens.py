@@ -1,0 +1,160 @@
+"""
+The token store: who may log in, as what.
+
+The file holds only SHA-256 digests of the tokens.  Tokens are random with at
+least 128 bits of entropy, so a fast hash is enough: there is nothing to
+brute-force, and a lookup on the login path stays O(1).  The secret itself is
+shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+DEFAULT_PATH = "hypertcp-tokens.json"
+ROLES = ("device", "fleet", "observer")
+
+
+def default_path() -> str:
+    """The token file a command uses when none is named."""
+    return os.environ.get("HYPERTCP_TOKENS", DEFAULT_PATH)
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class TokenRecord:
+    """
+    One token.  C{device} tokens are bound to C{name} as their device id;
+    C{fleet} and C{observer} tokens let the client name its id (within
+    C{prefix}, when set).  C{reach} lists the glob patterns of the targets
+    the token may send to ("server" and "broadcast" included).
+    """
+
+    name: str
+    role: str
+    hash: str
+    prefix: Optional[str] = None
+    reach: list[str] = field(default_factory=lambda: ["*"])
+    created: float = 0.0
+    revoked: bool = False
+
+    @property
+    def device_id(self) -> Optional[str]:
+        return self.name if self.role == "device" else None
+
+    @property
+    def observer(self) -> bool:
+        return self.role == "observer"
+
+    def may_use(self, device_id: str) -> bool:
+        """May a client holding this token log in as C{device_id}?"""
+        if self.role == "device":
+            return device_id == self.name
+        return self.prefix is None or device_id.startswith(self.prefix)
+
+    def may_reach(self, target: str) -> bool:
+        return any(fnmatch.fnmatchcase(target, pattern) for pattern in self.reach)
+
+
+class TokenStore:
+    """
+    The token file, loaded into memory.  C{reload()} re-reads it only when it
+    changed, so a running server can poll it cheaply.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._records: list[TokenRecord] = []
+        self._by_hash: dict[str, TokenRecord] = {}
+        self._stamp: Optional[tuple[int, int]] = None
+        self.reload()
+
+    def _file_stamp(self) -> Optional[tuple[int, int]]:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def reload(self) -> bool:
+        """Re-read the file if it changed; return whether it did."""
+        stamp = self._file_stamp()
+        if stamp == self._stamp and self._stamp is not None:
+            return False
+        records: list[TokenRecord] = []
+        if stamp is not None:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+                raise ValueError(f"{self.path}: not a HyperTCP token file")
+            records = [TokenRecord(**entry) for entry in data["tokens"]]
+        self._records = records
+        self._by_hash = {r.hash: r for r in records if not r.revoked}
+        self._stamp = stamp
+        return True
+
+    @property
+    def exists(self) -> bool:
+        return self._stamp is not None
+
+    def lookup(self, secret: str) -> Optional[TokenRecord]:
+        """The live record for a presented token, or None."""
+        return self._by_hash.get(digest(secret))
+
+    def is_live(self, token_hash: str) -> bool:
+        return token_hash in self._by_hash
+
+    def list(self) -> list[TokenRecord]:
+        return list(self._records)
+
+    def add(self, name: str, role: str = "device", prefix: Optional[str] = None,
+            reach: Optional[list[str]] = None) -> str:
+        """Create a token, save the file, and return the secret (shown only now)."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if not name:
+            raise ValueError("a token needs a name")
+        if role == "device" and prefix:
+            raise ValueError("a device token is bound to its name; --prefix is for fleet and observer tokens")
+        self.reload()
+        secret = secrets.token_urlsafe(24)  # 192 bits
+        self._records.append(TokenRecord(
+            name=name, role=role, hash=digest(secret), prefix=prefix,
+            reach=list(reach) if reach else ["*"], created=time.time()))
+        self._save()
+        return secret
+
+    def revoke(self, name: str) -> int:
+        """Revoke every live token called C{name}; return how many."""
+        self.reload()
+        count = 0
+        for record in self._records:
+            if record.name == name and not record.revoked:
+                record.revoked = True
+                count += 1
+        if count:
+            self._save()
+        return count
+
+    def _save(self) -> None:
+        # Write-then-rename, so a server polling the file never reads half of it.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": 1, "tokens": [asdict(r) for r in self._records]}, f, indent=1)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+        self._stamp = None
+        self.reload()
