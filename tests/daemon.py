@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +16,14 @@ from pathlib import Path
 from typing import Optional
 
 LISTENING = re.compile(r"HyperTCP (\w+) listening on ([\d.]+):(\d+)")
+
+
+def _script(name: str) -> str:
+    """An installed console script: the one beside this interpreter, else on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
+    assert found, f"{name} is not installed"
+    return found
 
 
 def hypertcp(*args: str, env: Optional[dict] = None, input: Optional[str] = None,
@@ -64,7 +73,7 @@ class Daemon:
     def start(self, timeout: float = 30, expect: tuple[str, ...] = ("tcp",)) -> "Daemon":
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "twisted", "-n", "--pidfile=", "hypertcp", *self.args],
+            [_script("twistd"), "-n", "--pidfile=", "hypertcp", *self.args],
             cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env=env,
         )

@@ -1,0 +1,194 @@
+"""
+Configuration: one INI file, command-line overrides, and validation.
+
+Every key the server reads is declared in L{SCHEMA} with its type, default
+and meaning; the file is checked against it at start-up, so a typo stops the
+server with a message naming the key instead of being silently ignored.
+etc/hypertcp.ini documents the same keys (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
+
+from twisted.python import usage
+
+from hypertcp import tokens
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it."""
+
+
+def _int(minimum: int = 0, maximum: Optional[int] = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+            raise ValueError(f"must be {bound}")
+        return value
+    return parse
+
+
+def _float(minimum: float = 0.0) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}")
+        return value
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("must be yes or no")
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Option:
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+
+
+SCHEMA: dict[str, dict[str, Option]] = {
+    "server": {
+        "listen": Option(_words, "tcp:8080:interface=127.0.0.1",
+                         "Twisted endpoint strings for plain TCP listeners, separated by spaces"),
+        "tokens": Option(_text, tokens.DEFAULT_PATH,
+                         "token file; created with one fleet token on first start"),
+        "token_reload": Option(_float(0.1), "2",
+                               "seconds between checks of the token file for changes"),
+        "handlers": Option(_words, "",
+                           "module:function hooks called with the hub to add server commands"),
+    },
+    "limits": {
+        "max_payload": Option(_int(16, 65535), "8192",
+                              "largest accepted payload in bytes; larger frames get status 11"),
+        "rate_limit": Option(_float(0), "100",
+                             "messages per second per connection (token bucket); 0 is off"),
+        "rate_burst": Option(_int(0), "0",
+                             "bucket size in messages; 0 means one second's worth of rate_limit"),
+        "quota_strikes": Option(_int(1), "300",
+                                "frames refused for quota within 10 s before the connection is closed"),
+        "max_outbound_buffer": Option(_int(4096), "1048576",
+                                      "bytes queued to a connection that is not reading before it is dropped"),
+        "idle_timeout": Option(_float(1), "90",
+                               "seconds of silence before a connection is closed; pinged at half"),
+        "login_timeout": Option(_float(0.1), "10",
+                                "seconds a new connection has to log in"),
+        "ack_timeout": Option(_float(0.1), "10",
+                              "seconds a delivery that asked for an acknowledgement waits for it"),
+    },
+}
+
+
+def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], str]] = None
+         ) -> SimpleNamespace:
+    """
+    Read C{path} (if given), apply C{overrides} keyed by (section, key), and
+    return the parsed values as C{config.section.key}.
+    """
+    parser = configparser.ConfigParser(interpolation=None, empty_lines_in_values=False)
+    if path is not None:
+        if not os.path.exists(path):
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error as e:
+            raise ConfigError(f"{path}: {e}") from None
+    where = path or "command line"
+    for section in parser.sections():
+        if section not in SCHEMA:
+            raise ConfigError(f"{where}: unknown section [{section}]; known: "
+                              + ", ".join(f"[{s}]" for s in SCHEMA))
+        for key in parser[section]:
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"{where}: unknown key '{key}' in [{section}]; known: "
+                                  + ", ".join(SCHEMA[section]))
+    result = SimpleNamespace()
+    for section, options in SCHEMA.items():
+        values = SimpleNamespace()
+        for key, option in options.items():
+            raw = option.default
+            if parser.has_option(section, key):
+                raw = parser.get(section, key)
+            if overrides and (section, key) in overrides:
+                raw = overrides[(section, key)]
+            try:
+                setattr(values, key, option.parse(raw))
+            except ValueError as e:
+                raise ConfigError(f"bad value for [{section}] {key} = {raw!r}: {e}") from None
+        setattr(result, section, values)
+    return result
+
+
+class Options(usage.Options):
+    """C{twistd hypertcp} options: a config file and overrides of its keys."""
+
+    synopsis = "[--config FILE] [--listen ENDPOINT ...] [options]"
+    optParameters = [
+        ["config", "c", None, "INI configuration file (see etc/hypertcp.ini)"],
+        ["tokens", "t", None, "token file ([server] tokens)"],
+        ["rate-limit", None, None, "messages/s per connection, 0 for none ([limits] rate_limit)"],
+        ["idle-timeout", None, None, "seconds of silence before closing ([limits] idle_timeout)"],
+        ["login-timeout", None, None, "seconds allowed to log in ([limits] login_timeout)"],
+        ["max-payload", None, None, "largest payload in bytes ([limits] max_payload)"],
+    ]
+    # Options whose value lands on one config key.
+    keys = {
+        "tokens": ("server", "tokens"),
+        "rate-limit": ("limits", "rate_limit"),
+        "idle-timeout": ("limits", "idle_timeout"),
+        "login-timeout": ("limits", "login_timeout"),
+        "max-payload": ("limits", "max_payload"),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.overrides: dict[tuple[str, str], str] = {}
+        self.listen: list[str] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on a Twisted endpoint, e.g. tcp:8080:interface=127.0.0.1 (repeatable)"""
+        self.listen.append(endpoint)
+
+    opt_l = opt_listen
+
+    def opt_set(self, assignment: str) -> None:
+        """Set any config key: --set section.key=value (repeatable)"""
+        name, sep, value = assignment.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise usage.UsageError(f"--set takes section.key=value, not {assignment!r}")
+        self.overrides[(section.strip(), key.strip())] = value
+
+    def postOptions(self) -> None:
+        for option, target in self.keys.items():
+            if self[option] is not None:
+                self.overrides[target] = self[option]
+        if self.listen:
+            self.overrides[("server", "listen")] = " ".join(self.listen)
+        for section, key in self.overrides:
+            if key not in SCHEMA.get(section, {}):
+                raise usage.UsageError(f"unknown config key {section}.{key}")
+        try:
+            self.config = load(self["config"], self.overrides)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None

@@ -1,0 +1,233 @@
+"""
+Who is online and where messages go.
+
+The hub maps device ids to their live sessions (a device may hold several),
+delivers targeted messages, broadcasts, answers messages addressed to
+C{"server"} through a registry of commands, and tells observer sessions who
+comes and goes.  It sees sessions only through the few methods they offer
+(L{deliver}, L{deliver_acked}, L{redirect}, L{close}), so routing policy
+lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+import ujson
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from hypertcp.wire import Command, Status
+
+if TYPE_CHECKING:
+    from hypertcp.session import Session
+
+# A server command handler gets the hub, the sending session and the payload;
+# it returns a payload to answer with (sent from "server"), or None.
+Handler = Callable[["Hub", "Session", dict], Optional[dict]]
+
+
+class CommandError(Exception):
+    """Raised by a server command handler to answer with a status."""
+
+    def __init__(self, status: int, why: str = "") -> None:
+        super().__init__(why)
+        self.status = status
+
+
+def _dumps(value: Any) -> bytes:
+    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
+
+
+class Hub:
+    log = Logger()
+
+    def __init__(self, clock: Any, ack_timeout: float = 10.0) -> None:
+        self.clock = clock
+        self.ack_timeout = ack_timeout
+        self.devices: dict[str, list["Session"]] = {}
+        self.sessions: set["Session"] = set()
+        self.observers: set["Session"] = set()
+        self.commands: dict[str, Handler] = {}
+        self.delivered = 0
+        for name, handler in BUILTIN_COMMANDS.items():
+            self.register_command(name, handler)
+
+    def register_command(self, name: str, handler: Handler) -> None:
+        """Answer C{{"command": name}} messages to "server" with C{handler}."""
+        self.commands[name] = handler
+
+    # -- presence --
+
+    def attach(self, session: "Session") -> None:
+        self.devices.setdefault(session.device_id, []).append(session)
+        self.sessions.add(session)
+        self._presence("deviceConnected", session)
+        if session.token.observer:
+            self.observers.add(session)
+            for other in self.sessions:
+                if other is not session:
+                    self._event_to(session, "deviceStatus", other, online=True)
+
+    def detach(self, session: "Session") -> None:
+        self.sessions.discard(session)
+        self.observers.discard(session)
+        live = self.devices.get(session.device_id)
+        if live is not None:
+            if session in live:
+                live.remove(session)
+            if not live:
+                del self.devices[session.device_id]
+        self._presence("deviceDisconnected", session)
+
+    def _event(self, event: str, session: "Session", **extra: Any) -> bytes:
+        return _dumps({"from": "server", "payload": {
+            "event": event, "deviceId": session.device_id, "clientId": session.peer,
+            "timestamp": int(time.time() * 1000), **extra}})
+
+    def _presence(self, event: str, session: "Session") -> None:
+        if not self.observers:
+            return
+        body = self._event(event, session)
+        for observer in self.observers:
+            if observer is not session:
+                observer.deliver(Command.JSON_MESSAGE, body)
+
+    def _event_to(self, observer: "Session", event: str, session: "Session", **extra: Any) -> None:
+        observer.deliver(Command.JSON_MESSAGE, self._event(event, session, **extra))
+
+    # -- routing --
+
+    def route(self, sender: "Session", target: str, payload: dict,
+              ack: bool = False) -> Union[int, Deferred]:
+        """
+        Deliver C{payload} from C{sender} to C{target} and return the status
+        for the sender, or a Deferred of it when C{ack} asks to wait for the
+        receivers' acknowledgement.
+        """
+        if not sender.token.may_reach(target):
+            return Status.NOT_ALLOWED
+        if target == "broadcast":
+            return self.broadcast(sender, payload)
+        if target == "server":
+            return self.to_server(sender, payload)
+        live = self.devices.get(target)
+        if not live:
+            return Status.DEVICE_NOT_IN_NETWORK
+        body = _dumps({"from": sender.device_id, "payload": payload})
+        self.delivered += len(live)
+        if not ack:
+            for session in live:
+                session.deliver(Command.JSON_MESSAGE, body)
+            return Status.SUCCESS
+        return self._acked(live, body)
+
+    def _acked(self, live: list["Session"], body: bytes) -> Deferred:
+        """The first receiver's acknowledgement, or TIMEOUT when none comes."""
+        result: Deferred = Deferred()
+        waiting = len(live)
+
+        def one(status: int) -> None:
+            nonlocal waiting
+            waiting -= 1
+            if not result.called and (status != Status.TIMEOUT or not waiting):
+                result.callback(status)
+
+        for session in live:
+            session.deliver_acked(Command.JSON_MESSAGE, body, self.ack_timeout).addCallback(one)
+        return result
+
+    def broadcast(self, sender: Optional["Session"], payload: dict) -> int:
+        """Deliver a BROADCAST to every authenticated session but the sender."""
+        body = _dumps({"from": sender.device_id if sender else "server", "payload": payload})
+        for session in self.sessions:
+            if session is not sender:
+                session.deliver(Command.BROADCAST, body)
+        self.delivered += len(self.sessions) - (sender is not None)
+        return Status.SUCCESS
+
+    def to_server(self, sender: "Session", payload: dict) -> int:
+        """
+        A message for the server itself: a registered command answers it;
+        anything else (telemetry) goes to the observers, so a back end holding
+        an observer token sees what devices report to "server".
+        """
+        name = payload.get("command")
+        handler = self.commands.get(name) if isinstance(name, str) else None
+        if handler is None:
+            if self.observers:
+                body = _dumps({"from": sender.device_id, "to": "server", "payload": payload})
+                for observer in self.observers:
+                    if observer is not sender:
+                        observer.deliver(Command.JSON_MESSAGE, body)
+            return Status.SUCCESS
+        try:
+            reply = handler(self, sender, payload)
+        except CommandError as e:
+            self.log.warn("{device}: server command {name!r} refused: {why}",
+                          device=sender.device_id, name=name, why=str(e))
+            return e.status
+        if reply is not None:
+            sender.deliver(Command.JSON_MESSAGE, _dumps({"from": "server", "payload": reply}))
+        return Status.SUCCESS
+
+    def send(self, target: str, payload: dict) -> int:
+        """Send C{payload} from "server" to every live session of C{target}."""
+        live = self.devices.get(target)
+        if not live:
+            return Status.DEVICE_NOT_IN_NETWORK
+        body = _dumps({"from": "server", "payload": payload})
+        for session in live:
+            session.deliver(Command.JSON_MESSAGE, body)
+        return Status.SUCCESS
+
+    # -- administration --
+
+    def redirect(self, device_id: Optional[str], host: str, port: int, tls: bool = False) -> int:
+        """Redirect one device's sessions (or all, with C{None}); return how many."""
+        sessions = list(self.sessions if device_id is None else self.devices.get(device_id, ()))
+        for session in sessions:
+            session.redirect(host, port, tls)
+        return len(sessions)
+
+    def kick(self, device_id: str, reason: str = "kicked by an operator") -> int:
+        sessions = list(self.devices.get(device_id, ()))
+        for session in sessions:
+            session.close(reason)
+        return len(sessions)
+
+
+def _ping(hub: Hub, sender: "Session", payload: dict) -> dict:
+    return {"command": "pong", "timestamp": payload.get("timestamp")}
+
+
+def _require_observer(sender: "Session", name: str) -> None:
+    if not sender.token.observer:
+        raise CommandError(Status.NOT_ALLOWED, f"{name} needs an observer token")
+
+
+def _redirect(hub: Hub, sender: "Session", payload: dict) -> dict:
+    _require_observer(sender, "redirect")
+    host, port, device = payload.get("server"), payload.get("port"), payload.get("deviceId")
+    if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536 \
+            or (device is not None and not isinstance(device, str)):
+        raise CommandError(Status.ILLEGAL_COMMAND_BODY, "redirect needs server, port, deviceId")
+    count = hub.redirect(device, host, port, bool(payload.get("tls")))
+    if device is not None and not count:
+        raise CommandError(Status.DEVICE_NOT_IN_NETWORK, f"{device} is not connected")
+    return {"command": "redirected", "sessions": count}
+
+
+def _kick(hub: Hub, sender: "Session", payload: dict) -> dict:
+    _require_observer(sender, "kick")
+    device = payload.get("deviceId")
+    if not isinstance(device, str):
+        raise CommandError(Status.ILLEGAL_COMMAND_BODY, "kick needs deviceId")
+    count = hub.kick(device)
+    if not count:
+        raise CommandError(Status.DEVICE_NOT_IN_NETWORK, f"{device} is not connected")
+    return {"command": "kicked", "sessions": count}
+
+
+BUILTIN_COMMANDS: dict[str, Handler] = {"ping": _ping, "redirect": _redirect, "kick": _kick}

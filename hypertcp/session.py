@@ -1,0 +1,416 @@
+"""
+One HyperTCP connection on the server: login, limits and timers.
+
+The session enforces the contract's rules for a single peer -- the login
+deadline, the rate limit, idle silence, the outbound buffer cap and the
+statuses for bad input -- and hands every well-formed message to the hub.
+Where a message goes is the hub's business, not the session's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Optional
+
+import ujson
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hypertcp.framing import FrameReceiver
+from hypertcp.wire import HEADER, Command, Frame, Oversize, Status, response
+
+if TYPE_CHECKING:
+    from hypertcp.hub import Hub
+    from hypertcp.tokens import TokenRecord, TokenStore
+
+RESERVED_IDS = frozenset(("server", "broadcast"))
+MAX_DEVICE_ID = 128
+STRIKE_WINDOW = 10.0
+
+
+class BadBody(ValueError):
+    """A payload that is not the JSON the command needs (status 11)."""
+
+
+def parse_object(payload: bytes) -> dict:
+    """Decode a JSON object payload, raising L{BadBody} for anything else."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadBody("payload is not UTF-8") from None
+    try:
+        value = ujson.loads(text)
+    except (ValueError, OverflowError):
+        raise BadBody("payload is not JSON") from None
+    if not isinstance(value, dict):
+        raise BadBody("payload is not a JSON object")
+    return value
+
+
+def parse_login(payload: bytes) -> tuple[str, Optional[str]]:
+    """
+    The token and requested device id of a LOGIN: the raw token the sketch
+    sends, or the original Python client's JSON object.
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadBody("login is not UTF-8") from None
+    text = text.strip("\x00 \t\r\n")
+    if text.startswith("{"):
+        body = parse_object(payload)
+        token, device_id = body.get("token"), body.get("device_id")
+        if not isinstance(token, str) or (device_id is not None and not isinstance(device_id, str)):
+            raise BadBody("login needs a string token and an optional string device_id")
+        return token, device_id or None
+    if not text:
+        raise BadBody("empty login")
+    return text, None
+
+
+@implementer(IPushProducer)
+class Session(FrameReceiver):
+    """
+    A server-side connection.  It is its transport's producer only so the
+    transport tells it when the peer stops reading: from then on every byte
+    queued for the peer is counted, and past C{max_outbound_buffer} the peer
+    is dropped, so a stalled reader costs bounded memory and never slows the
+    sender.
+    """
+
+    log = Logger()
+    factory: "HyperTCPFactory"
+
+    device_id: Optional[str] = None
+    token: Optional["TokenRecord"] = None
+    peer = "?"
+    connected_at = 0.0
+    closing_reason: Optional[str] = None
+
+    def connectionMade(self) -> None:
+        limits = self.factory.limits
+        self.max_payload = limits.max_payload
+        super().connectionMade()
+        clock = self.factory.clock
+        now = clock.seconds()
+        addr = self.transport.getPeer()
+        self.host = getattr(addr, "host", "?")
+        self.port = getattr(addr, "port", 0)
+        self.peer = f"{self.host}:{self.port}"
+        self.connected_at = self.last_seen = now
+        self.messages_in = self.messages_out = 0
+        self._pending_acks: dict[int, Deferred] = {}
+        self._rate = limits.rate_limit
+        self._burst = float(limits.rate_burst or max(limits.rate_limit, 1))
+        self._allowance = self._burst
+        self._refilled = now
+        self._strikes = 0
+        self._strike_window = now
+        self._paused = False
+        self._queued = 0
+        self.transport.registerProducer(self, True)
+        self._login_timer = clock.callLater(limits.login_timeout, self._login_expired)
+        self._idle_timer = clock.callLater(limits.idle_timeout / 2, self._idle_check)
+        self.factory.connection_opened(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        for timer in (self._login_timer, self._idle_timer):
+            if timer.active():
+                timer.cancel()
+        pending, self._pending_acks = self._pending_acks, {}
+        for d in pending.values():
+            d.callback(Status.TIMEOUT)
+        self.factory.connection_closed(self)
+        self.log.info("{peer} ({device}) disconnected: {why}", peer=self.peer,
+                      device=self.device_id or "not logged in",
+                      why=self.closing_reason or "closed by peer")
+
+    # -- IPushProducer: the transport's view of whether the peer reads --
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._queued = 0
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._queued = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+    # -- sending --
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the peer, dropping the peer if it has stopped reading."""
+        transport = self.transport
+        if transport.disconnecting:
+            return
+        if self._paused:
+            self._queued += len(data)
+            if self._queued > self.factory.limits.max_outbound_buffer:
+                self.factory.count("slow_receiver")
+                self.abort("slow receiver: outbound buffer over "
+                           f"{self.factory.limits.max_outbound_buffer} bytes")
+                return
+        transport.write(data)
+
+    def respond(self, msg_id: int, status: int = Status.SUCCESS) -> None:
+        self.write(response(msg_id, status))
+
+    def deliver(self, command: int, body: bytes) -> int:
+        """Send a server-originated frame; return its msg_id."""
+        msg_id = self._ids.next()
+        self.messages_out += 1
+        self.write(HEADER.pack(command, msg_id, len(body)) + body)
+        return msg_id
+
+    def deliver_acked(self, command: int, body: bytes, timeout: float) -> Deferred:
+        """
+        Send a frame and return a Deferred of the status the peer acknowledges
+        it with: TIMEOUT if no acknowledgement comes within C{timeout} or the
+        peer goes away first.
+        """
+        d: Deferred = Deferred()
+        if self.transport.disconnecting:
+            d.callback(Status.TIMEOUT)
+            return d
+        msg_id = self.deliver(command, body)
+        self._pending_acks[msg_id] = d
+        d.addTimeout(timeout, self.factory.clock, onTimeoutCancel=lambda *_: Status.TIMEOUT)
+        d.addBoth(self._forget_ack, msg_id)
+        return d
+
+    def _forget_ack(self, result: Any, msg_id: int) -> Any:
+        self._pending_acks.pop(msg_id, None)
+        return result
+
+    def redirect(self, host: str, port: int, tls: bool = False) -> None:
+        """Tell the peer to log in at another server, then close shortly after."""
+        target = {"server": host, "port": port}
+        if tls:
+            target["tls"] = True
+        self.deliver(Command.REDIRECT, json.dumps(target).encode())
+        self.closing_reason = f"redirected to {host}:{port}"
+        self.factory.clock.callLater(1.0, self.transport.loseConnection)
+
+    def close(self, reason: str) -> None:
+        """Close after what is queued has been sent, and say why in the log."""
+        if self.closing_reason is None:
+            self.closing_reason = reason
+            self.log.info("{peer} ({device}): closing: {why}", peer=self.peer,
+                          device=self.device_id or "not logged in", why=reason)
+        self.transport.loseConnection()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now, discarding what is queued."""
+        self.closing_reason = reason
+        self.log.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
+                      device=self.device_id or "not logged in", why=reason)
+        self.transport.abortConnection()
+
+    # -- receiving --
+
+    def dataReceived(self, data: bytes) -> None:
+        self.last_seen = self.factory.clock.seconds()
+        super().dataReceived(data)
+
+    def oversizeReceived(self, event: Oversize) -> None:
+        self.factory.count("oversize")
+        self.log.warn("{peer}: {length}-byte payload over the {limit}-byte limit skipped",
+                      peer=self.peer, length=event.length, limit=self.max_payload)
+        if event.command != Command.RESPONSE:
+            self.respond(event.msg_id, Status.ILLEGAL_COMMAND_BODY)
+
+    def frameReceived(self, frame: Frame) -> None:
+        command = frame.command
+        if command == Command.RESPONSE:
+            # An acknowledgement of something we delivered; never answered.
+            if self._pending_acks:
+                d = self._pending_acks.get(frame.msg_id)
+                if d is not None:
+                    d.callback(frame.payload[0] if frame.payload else Status.SUCCESS)
+            return
+        if self._rate and not self._within_quota(frame):
+            return
+        self.messages_in += 1
+        if command == Command.PING:
+            self.respond(frame.msg_id)
+        elif command == Command.LOGIN:
+            if self.device_id is not None:
+                self._refuse(frame, Status.ILLEGAL_COMMAND, "LOGIN on a logged-in connection")
+            else:
+                self._login(frame)
+        elif self.device_id is None:
+            self._refuse(frame, Status.NOT_AUTHENTICATED, f"command {command} before login")
+        elif command == Command.JSON_MESSAGE or command == Command.BROADCAST:
+            self._message(frame)
+        else:
+            self._refuse(frame, Status.ILLEGAL_COMMAND, f"unknown command {command}")
+
+    def _within_quota(self, frame: Frame) -> bool:
+        now = self.last_seen
+        allowance = self._allowance + (now - self._refilled) * self._rate
+        self._refilled = now
+        if allowance > self._burst:
+            allowance = self._burst
+        if allowance >= 1.0:
+            self._allowance = allowance - 1.0
+            return True
+        self._allowance = allowance
+        if now - self._strike_window > STRIKE_WINDOW:
+            self._strike_window = now
+            self._strikes = 0
+        self._strikes += 1
+        self.factory.count("quota")
+        if self._strikes == 1:
+            self.log.warn("{peer} ({device}): over the rate limit of {rate}/s",
+                          peer=self.peer, device=self.device_id or "not logged in",
+                          rate=self._rate)
+        self.respond(frame.msg_id, Status.QUOTA_LIMIT)
+        if self._strikes > self.factory.limits.quota_strikes:
+            self.factory.count("flood")
+            self.close(f"flood: {self._strikes} frames over the rate limit within "
+                       f"{STRIKE_WINDOW:.0f} s")
+        return False
+
+    def _refuse(self, frame: Frame, status: int, why: str) -> None:
+        self.factory.count(Status(status).name.lower())
+        self.log.warn("{peer} ({device}): {why}: {status}", peer=self.peer,
+                      device=self.device_id or "not logged in", why=why,
+                      status=Status(status).name)
+        self.respond(frame.msg_id, status)
+
+    def _login(self, frame: Frame) -> None:
+        try:
+            secret, wanted = parse_login(frame.payload)
+        except BadBody as e:
+            self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
+            return
+        record = self.factory.tokens.lookup(secret)
+        if record is None:
+            self.factory.count("invalid_token")
+            self.write(response(frame.msg_id, Status.INVALID_TOKEN, login=True))
+            self.close("login with an unknown or revoked token")
+            return
+        if wanted is None:
+            device_id = record.device_id or f"{record.prefix or ''}device_{self.host}_{self.port}"
+        else:
+            device_id = wanted
+        if (device_id in RESERVED_IDS or len(device_id) > MAX_DEVICE_ID
+                or not record.may_use(device_id)):
+            self.factory.count("not_allowed")
+            self.log.warn("{peer}: token {name} may not log in as {device!r}",
+                          peer=self.peer, name=record.name, device=device_id)
+            self.write(response(frame.msg_id, Status.NOT_ALLOWED, login=True))
+            return
+        self._login_timer.cancel()
+        self.token = record
+        self.device_id = device_id
+        self.write(response(frame.msg_id, Status.SUCCESS, login=True))
+        self.log.info("{peer} logged in as {device} ({role} token {name})", peer=self.peer,
+                      device=device_id, role=record.role, name=record.name)
+        self.factory.hub.attach(self)
+
+    def _message(self, frame: Frame) -> None:
+        try:
+            body = parse_object(frame.payload)
+            payload = body.get("payload")
+            if not isinstance(payload, dict):
+                raise BadBody("missing a \"payload\" object")
+            if frame.command == Command.BROADCAST:
+                target = "broadcast"
+            else:
+                target = body.get("targetId")
+                if not isinstance(target, str) or not target:
+                    raise BadBody("missing a \"targetId\" string")
+        except BadBody as e:
+            self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
+            return
+        try:
+            result = self.factory.hub.route(self, target, payload, bool(body.get("ack")))
+        except Exception:
+            self.log.failure("{peer} ({device}): routing failed", peer=self.peer,
+                             device=self.device_id)
+            self.factory.count("server_exception")
+            self.respond(frame.msg_id, Status.SERVER_EXCEPTION)
+            return
+        if isinstance(result, Deferred):
+            result.addCallback(self._answer, frame.msg_id)
+        else:
+            self._answer(result, frame.msg_id)
+
+    def _answer(self, status: int, msg_id: int) -> None:
+        if status != Status.SUCCESS:
+            self.factory.count(Status(status).name.lower())
+        self.respond(msg_id, status)
+
+    # -- timers --
+
+    def _login_expired(self) -> None:
+        self.factory.count("login_timeout")
+        # The contract: TIMEOUT with the login's msg_id (1) just before closing.
+        self.write(response(1, Status.TIMEOUT, login=True))
+        self.close(f"no login within {self.factory.limits.login_timeout:g} s")
+
+    def _idle_check(self) -> None:
+        limit = self.factory.limits.idle_timeout
+        clock = self.factory.clock
+        silent = clock.seconds() - self.last_seen
+        if silent >= limit:
+            self.factory.count("idle")
+            self.close(f"silent for {silent:.0f} s")
+            return
+        if silent >= limit / 2:
+            self.deliver(Command.PING, b"")
+            delay = limit - silent
+        else:
+            delay = limit / 2 - silent
+        self._idle_timer = clock.callLater(delay, self._idle_check)
+
+
+class HyperTCPFactory(ServerFactory):
+    """Shared state of every session on one server: limits, tokens, hub, counters."""
+
+    protocol = Session
+    noisy = False
+    log = Logger()
+
+    def __init__(self, limits: Any, tokens: "TokenStore", hub: "Hub", clock: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.limits = limits
+        self.tokens = tokens
+        self.hub = hub
+        self.clock = clock
+        self.sessions: set[Session] = set()
+        self.counters: dict[str, int] = {}
+
+    def count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
+
+    def connection_opened(self, session: Session) -> None:
+        self.sessions.add(session)
+        self.count("connections")
+
+    def connection_closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if session.device_id is not None:
+            self.hub.detach(session)
+
+    def reload_tokens(self) -> None:
+        """Pick up token file changes and close the sessions of revoked tokens."""
+        try:
+            changed = self.tokens.reload()
+        except (OSError, ValueError, TypeError) as e:
+            self.log.error("token file {path} unreadable, keeping the old tokens: {e}",
+                           path=self.tokens.path, e=e)
+            return
+        if not changed:
+            return
+        self.log.info("token file {path} reloaded", path=self.tokens.path)
+        for session in list(self.sessions):
+            if session.token is not None and not self.tokens.is_live(session.token.hash):
+                session.close(f"token {session.token.name} revoked")
