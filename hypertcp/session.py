@@ -131,8 +131,10 @@ class Session(FrameReceiver):
     # -- IPushProducer: the transport's view of whether the peer reads --
 
     def pauseProducing(self) -> None:
-        self._paused = True
-        self._queued = 0
+        # Called on every write while the transport's buffer is full.
+        if not self._paused:
+            self._paused = True
+            self._queued = 0
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -290,6 +292,10 @@ class Session(FrameReceiver):
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
         record = self.factory.tokens.lookup(secret)
+        if record is None:
+            # Perhaps the token was added a moment ago: a stat() is cheap.
+            self.factory.reload_tokens()
+            record = self.factory.tokens.lookup(secret)
         if record is None:
             self.factory.count("invalid_token")
             self.write(response(frame.msg_id, Status.INVALID_TOKEN, login=True))
