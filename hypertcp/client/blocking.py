@@ -1,0 +1,249 @@
+"""
+A blocking HyperTCP client for scripts and web back ends.
+
+One socket, no threads: every call reads from the socket only while it
+waits for something (an answer, a message), and whatever else arrives
+meanwhile is handled on the spot -- delivered messages are acknowledged and
+queued for L{Client.receive}, the server's PINGs are answered.  A client is
+not thread-safe; give each thread its own.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections import deque
+from typing import Iterator, Optional, Union
+
+from hypertcp.client._common import (
+    HyperTCPError, Message, broadcast_body, login_body, message_body, parse_delivery,
+    parse_redirect, status,
+)
+from hypertcp.wire import Command, Decoder, Frame, MsgIds, Status, encode, response, response_status
+
+RECV_SIZE = 65536
+# With ack, the server answers only once the receiver acknowledged or its own
+# ack timeout (10 s by default) ran out; wait that much longer than usual so
+# its TIMEOUT answer, not ours, decides.
+ACK_GRACE = 30.0
+
+
+class Client:
+    """
+    A logged-in connection to a HyperTCP server.
+
+    Transport failures raise L{OSError} (L{ConnectionError}, L{TimeoutError});
+    a refused login raises L{HyperTCPError}.  Sends return the server's status
+    rather than raising, since DEVICE_NOT_IN_NETWORK is an everyday answer.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: Optional[str] = None,
+                 device_id: Optional[str] = None, timeout: float = 10.0,
+                 ssl_context: Optional[ssl.SSLContext] = None,
+                 server_hostname: Optional[str] = None, heartbeat: float = 30.0) -> None:
+        if not token:
+            raise ValueError("a HyperTCP client needs a token")
+        self.host = host
+        self.port = port
+        self.token = token
+        #: The id this client is logged in as, when it chose one (otherwise
+        #: the server derives it from the token or the address).
+        self.device_id = device_id
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
+        #: Seconds of our silence after which a waiting call sends a PING, so
+        #: the server's idle timeout never closes a client that is listening.
+        self.heartbeat = heartbeat
+        self._sock: Optional[socket.socket] = None
+        self._inbox: deque[Message] = deque()
+        self._awaiting: set[int] = set()
+        self._answers: dict[int, int] = {}
+
+    # -- connection --
+
+    def connect(self) -> "Client":
+        """Connect and log in; HyperTCPError if the server refuses the login."""
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(
+                    sock, server_hostname=self.server_hostname or self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._decoder = Decoder()
+        self._ids = MsgIds()
+        self._redirect: Optional[tuple[str, int, bool]] = None
+        self._last_write = time.monotonic()
+        try:
+            answer = self._request(Command.LOGIN, login_body(self.token, self.device_id))
+        except BaseException:
+            self.close()
+            raise
+        if answer != Status.SUCCESS:
+            self.close()
+            raise HyperTCPError(answer, f"login to {self.host}:{self.port} refused")
+        return self
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> "Client":
+        if self._sock is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests --
+
+    def send(self, target: str, payload: dict, ack: bool = False,
+             timeout: Optional[float] = None) -> Union[Status, int]:
+        """
+        Send C{payload} to the device C{target} and return the server's status.
+        With C{ack}, the server answers only once the target has acknowledged
+        the message (or with TIMEOUT when it does not).
+        """
+        if ack and timeout is None:
+            timeout = self.timeout + ACK_GRACE
+        return self._request(Command.JSON_MESSAGE, message_body(target, payload, ack), timeout)
+
+    def broadcast(self, payload: dict, timeout: Optional[float] = None) -> Union[Status, int]:
+        """Send C{payload} to every other logged-in client; return the status."""
+        return self._request(Command.BROADCAST, broadcast_body(payload), timeout)
+
+    def send_to_server(self, payload: dict, timeout: Optional[float] = None) -> Union[Status, int]:
+        """Send C{payload} to the server itself (e.g. C{{"command": "ping"}})."""
+        return self.send("server", payload, timeout=timeout)
+
+    def ping(self, timeout: Optional[float] = None) -> float:
+        """The round trip of a PING to the server, in seconds."""
+        start = time.monotonic()
+        self._request(Command.PING, b"", timeout)
+        return time.monotonic() - start
+
+    # -- incoming messages --
+
+    def receive(self, timeout: Optional[float] = None) -> Optional[Message]:
+        """The next message, or None if none arrives within C{timeout} (None: wait for ever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._inbox:
+            if not self._pump(deadline):
+                return None
+        return self._inbox.popleft()
+
+    def messages(self, timeout: Optional[float] = None) -> Iterator[Message]:
+        """Incoming messages, until none arrives for C{timeout} seconds (None: for ever)."""
+        while True:
+            message = self.receive(timeout)
+            if message is None:
+                return
+            yield message
+
+    def __iter__(self) -> Iterator[Message]:
+        return self.messages()
+
+    # -- the socket --
+
+    def _write(self, frame: bytes) -> None:
+        if self._sock is None:
+            raise ConnectionError("not connected to a HyperTCP server")
+        self._sock.settimeout(self.timeout)
+        self._sock.sendall(frame)
+        self._last_write = time.monotonic()
+
+    def _request(self, command: int, body: bytes, timeout: Optional[float] = None) -> Union[Status, int]:
+        """Send a frame and wait for the RESPONSE that echoes its msg_id."""
+        if self._redirect is not None:
+            self._follow_redirect()
+        msg_id = self._ids.next()
+        self._write(encode(command, msg_id, body))
+        self._awaiting.add(msg_id)
+        sock = self._sock
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        try:
+            while msg_id not in self._answers:
+                if self._sock is not sock:
+                    raise ConnectionError(
+                        f"redirected to {self.host}:{self.port} before the server answered; "
+                        "the message may or may not have been delivered")
+                if not self._pump(deadline):
+                    raise TimeoutError(f"no answer from {self.host}:{self.port} in time")
+            return status(self._answers.pop(msg_id))
+        finally:
+            self._awaiting.discard(msg_id)
+
+    def _pump(self, deadline: Optional[float]) -> bool:
+        """
+        Read and handle one chunk from the socket; False if C{deadline} passed
+        first.  Sends a heartbeat PING whenever we have been silent too long.
+        """
+        if self._redirect is not None and not self._awaiting:
+            self._follow_redirect()
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError("not connected to a HyperTCP server")
+        while True:
+            now = time.monotonic()
+            beat = self._last_write + self.heartbeat
+            if now >= beat:
+                self._write(encode(Command.PING, self._ids.next()))
+                continue
+            wait = beat - now
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            sock.settimeout(max(wait, 0.0))
+            try:
+                data = sock.recv(RECV_SIZE)
+                break
+            except (socket.timeout, BlockingIOError, ssl.SSLWantReadError):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+            except ConnectionResetError:
+                data = b""
+                break
+        if not data:
+            if self._redirect is not None:
+                self._follow_redirect()
+                return True
+            self.close()
+            raise ConnectionError(f"{self.host}:{self.port} closed the connection")
+        for frame in self._decoder.feed(data):
+            self._handle(frame)
+        return True
+
+    def _handle(self, frame: Frame) -> None:
+        command = frame.command
+        if command == Command.RESPONSE:
+            if frame.msg_id in self._awaiting:
+                self._answers[frame.msg_id] = response_status(frame.payload)
+        elif command == Command.JSON_MESSAGE or command == Command.BROADCAST:
+            # Acknowledge on receipt: that is what end-to-end acks measure.
+            self._write(response(frame.msg_id))
+            self._inbox.append(parse_delivery(frame))
+        elif command == Command.PING:
+            self._write(response(frame.msg_id))
+        elif command == Command.REDIRECT:
+            # Followed as soon as no answer is outstanding on this connection;
+            # the server closes it shortly, which ends any wait for one.
+            self._redirect = parse_redirect(frame.payload)
+        # Anything else is from a newer server; ignore it.
+
+    def _follow_redirect(self) -> None:
+        """Log in again, with the same token and id, where the server sent us."""
+        assert self._redirect is not None
+        host, port, tls = self._redirect
+        self.close()
+        if tls and self.ssl_context is None:
+            self.ssl_context = ssl.create_default_context()
+        if host != self.host:
+            self.server_hostname = None
+        self.host, self.port = host, port
+        self.connect()
