@@ -272,3 +272,23 @@ def test_response_frames_from_clients_are_never_answered(server, token):
         ping = peer.send(Command.PING)
         peer.expect(lambda f: f.command == Command.RESPONSE and f.msg_id == ping)
         assert not [f for f in peer.inbox if f.msg_id == 77]
+
+
+def test_byte_at_a_time_and_a_thousand_frames_in_one_write(start_daemon, token):
+    server = start_daemon("--rate-limit", "0")
+    with Raw(server.port) as receiver, Raw(server.port) as sender:
+        assert receiver.login(token("receiver")) == Status.SUCCESS
+        login = encode(Command.LOGIN, 1, token("sender").encode())
+        message = encode(Command.JSON_MESSAGE, 2, json.dumps(
+            {"targetId": "receiver", "payload": {"slow": True}}).encode())
+        for byte in login + message:
+            sender.sock.sendall(bytes([byte]))
+        assert sender.answer_to(1) == Status.SUCCESS
+        assert sender.answer_to(2) == Status.SUCCESS
+        assert receiver.message() == {"from": "sender", "payload": {"slow": True}}
+
+        frames = b"".join(encode(Command.JSON_MESSAGE, i, json.dumps(
+            {"targetId": "receiver", "payload": {"n": i}}).encode()) for i in range(3, 1003))
+        sender.sock.sendall(frames)
+        assert [receiver.message()["payload"]["n"] for _ in range(1000)] == list(range(3, 1003))
+        assert all(sender.answer_to(i) == Status.SUCCESS for i in range(3, 1003))
