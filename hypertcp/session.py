@@ -35,12 +35,7 @@ class BadBody(ValueError):
     """A payload that is not the JSON the command needs (status 11)."""
 
 
-def parse_object(payload: bytes) -> dict:
-    """Decode a JSON object payload, raising L{BadBody} for anything else."""
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadBody("payload is not UTF-8") from None
+def _object(text: str) -> dict:
     try:
         value = ujson.loads(text)
     except (ValueError, OverflowError):
@@ -50,25 +45,32 @@ def parse_object(payload: bytes) -> dict:
     return value
 
 
+def parse_object(payload: bytes) -> dict:
+    """Decode a JSON object payload, raising L{BadBody} for anything else."""
+    try:
+        return _object(payload.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadBody("payload is not UTF-8") from None
+
+
 def parse_login(payload: bytes) -> tuple[str, Optional[str]]:
     """
     The token and requested device id of a LOGIN: the raw token the sketch
     sends, or the original Python client's JSON object.
     """
     try:
-        text = payload.decode("utf-8")
+        text = payload.decode("utf-8").strip("\x00 \t\r\n")
     except UnicodeDecodeError:
         raise BadBody("login is not UTF-8") from None
-    text = text.strip("\x00 \t\r\n")
-    if text.startswith("{"):
-        body = parse_object(payload)
-        token, device_id = body.get("token"), body.get("device_id")
-        if not isinstance(token, str) or (device_id is not None and not isinstance(device_id, str)):
-            raise BadBody("login needs a string token and an optional string device_id")
-        return token, device_id or None
-    if not text:
-        raise BadBody("empty login")
-    return text, None
+    if not text.startswith("{"):
+        if not text:
+            raise BadBody("empty login")
+        return text, None
+    body = _object(text)
+    token, device_id = body.get("token"), body.get("device_id")
+    if not isinstance(token, str) or (device_id is not None and not isinstance(device_id, str)):
+        raise BadBody("login needs a string token and an optional string device_id")
+    return token, device_id or None
 
 
 @implementer(IPushProducer)
