@@ -1,0 +1,3 @@
+#include "WiFi.h"
+
+HostWiFi WiFi;
