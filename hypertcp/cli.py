@@ -44,7 +44,8 @@ def connection_options() -> argparse.ArgumentParser:
     group = parser.add_argument_group("connection")
     group.add_argument("--host", default="127.0.0.1", help="server host (default: %(default)s)")
     group.add_argument("--port", type=int, default=8080, help="server port (default: %(default)s)")
-    group.add_argument("--token", help=f"login token (default: ${TOKEN_ENV})")
+    group.add_argument("--token", help=f"login token (default: ${TOKEN_ENV}); write --token=T "
+                       "when T starts with a dash")
     group.add_argument("--device-id", help="the device id to log in as, if the token lets you choose")
     return parser
 
