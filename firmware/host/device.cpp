@@ -11,7 +11,7 @@
 //   connect 1|0                     send TARGET JSON
 //   connected                       server JSON
 //   disconnected                    broadcast JSON
-//   login-failed STATUS             flood COUNT TARGET JSON
+//   login-failed STATUS MILLIS      flood COUNT TARGET JSON
 //   message FROM JSON               disconnect
 //   broadcast FROM JSON             quit   (also on end of input)
 //   response ID STATUS
@@ -39,7 +39,9 @@ class Device : public HyperTCPProtocol<HyperTCPTransport<PosixClient>> {
  protected:
   void onConnected() override { Serial.println("connected"); }
   void onDisconnected() override { Serial.println("disconnected"); }
-  void onLoginFailed(uint8_t status) override { Serial.printf("login-failed %u\n", status); }
+  void onLoginFailed(uint8_t status) override {
+    Serial.printf("login-failed %u %lu\n", status, static_cast<unsigned long>(millis()));
+  }
   void onMessageText(const char* from, const char* json, size_t len) override {
     Serial.printf("message %s %.*s\n", from, static_cast<int>(len), json);
   }
