@@ -65,6 +65,7 @@ class Client:
 
     def connect(self) -> "Client":
         """Connect and log in; HyperTCPError if the server refuses the login."""
+        self.close()
         sock = socket.create_connection((self.host, self.port), self.timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -232,8 +233,12 @@ class Client:
             self._write(response(frame.msg_id))
         elif command == Command.REDIRECT:
             # Followed as soon as no answer is outstanding on this connection;
-            # the server closes it shortly, which ends any wait for one.
-            self._redirect = parse_redirect(frame.payload)
+            # the server closes it shortly, which ends any wait for one.  One
+            # that names no server cannot be followed: stay.
+            try:
+                self._redirect = parse_redirect(frame.payload)
+            except ValueError:
+                pass
         # Anything else is from a newer server; ignore it.
 
     def _follow_redirect(self) -> None:

@@ -23,7 +23,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,7 +64,7 @@ class HyperTCPClientProtocol(FrameReceiver):
         login = self._request(Command.LOGIN, login_body(factory.token, factory.device_id))
         login.addCallbacks(self._loginAnswered, self._loginUnanswered)
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         pending, self._pending = self._pending, None
