@@ -562,6 +562,20 @@ def test_device_answers_the_servers_pings(start_daemon, token, device):
     assert printed(d.expect(r"message app .*").group(0)) == ("message", "app", {"still": "here"})
 
 
+def test_device_heartbeat_keeps_a_quiet_link_open(start_daemon, token, device):
+    # The device pings every 300 ms of quiet, well inside the server's 1 s
+    # ping threshold, so the server never needs to ping it.
+    server = start_daemon("--idle-timeout", "2")
+    d = device(token("esp32-1"), server.port, "--heartbeat", "300", "--trace-frames")
+    d.expect("connected")
+    for _ in range(8):  # eight answered heartbeats: over 2 s, past the idle timeout
+        d.expect(r"frame 0 \d+ 0", timeout=5)
+    assert not [line for line in d.history if line.startswith("frame 6 ")]
+    assert "disconnected" not in d.history
+    # The answers to the library's own PINGs are not handed to onResponse.
+    assert not [line for line in d.history if line.startswith("response ")]
+
+
 def test_device_reconnects_after_the_server_restarts(start_daemon, token, device):
     first = start_daemon("--idle-timeout", "60")
     port = first.port

@@ -442,10 +442,10 @@ class HyperTCPProtocol {
  public:
   explicit HyperTCPProtocol(TransportT& byteLink)
       : _transport(byteLink),
-        _heartbeatMs(HYPERTCP_HEARTBEAT_MS),
-        _timeoutMs(HYPERTCP_HEARTBEAT_MS + HYPERTCP_HEARTBEAT_MS / 2),
-        _reconnectMinMs(HYPERTCP_RECONNECT_MIN_MS),
-        _reconnectMaxMs(HYPERTCP_RECONNECT_MAX_MS),
+        _heartbeatMs(0),
+        _timeoutMs(0),
+        _reconnectMinMs(0),
+        _reconnectMaxMs(0),
         _since(0),
         _waitMs(0),
         _lastRx(0),
@@ -456,6 +456,7 @@ class HyperTCPProtocol {
         _homePort(0),
         _redirectPort(0),
         _nextId(0),
+        _pingId(0),
         _rxId(0),
         _rxLen(0),
         _rxPos(0),
@@ -470,6 +471,8 @@ class HyperTCPProtocol {
     _token[0] = '\0';
     _homeHost[0] = '\0';
     _redirectHost[0] = '\0';
+    setHeartbeat(HYPERTCP_HEARTBEAT_MS);
+    setReconnectDelay(HYPERTCP_RECONNECT_MIN_MS, HYPERTCP_RECONNECT_MAX_MS);
   }
 
   virtual ~HyperTCPProtocol() {}
@@ -502,7 +505,10 @@ class HyperTCPProtocol {
     if (wasOnline) onDisconnected();
   }
 
-  // Call from loop().  Never waits for the network.
+  // Call from loop(), often.  Handles whatever has arrived, sends the
+  // heartbeat, and reconnects when it is time; it never waits for data.
+  // The one call that can take long is a reconnect attempt's Client
+  // connect(), bounded by the Client's own timeout.
   void run() {
     if (_state == STOPPED) return;
     if (_state == WAITING) {
@@ -559,9 +565,9 @@ class HyperTCPProtocol {
   // the time allowed for the LOGIN answer).  timeoutMs must exceed
   // intervalMs; 0 (or too small) means 1.5 x intervalMs.
   void setHeartbeat(uint32_t intervalMs, uint32_t timeoutMs = 0) {
-    if (intervalMs == 0) intervalMs = 1;
+    if (intervalMs < 2) intervalMs = 2;
     _heartbeatMs = intervalMs;
-    _timeoutMs = timeoutMs > intervalMs ? timeoutMs : intervalMs + intervalMs / 2 + 1;
+    _timeoutMs = timeoutMs > intervalMs ? timeoutMs : intervalMs + intervalMs / 2;
   }
 
   // Reconnect delays: the n-th failed attempt in a row waits about
@@ -692,6 +698,7 @@ class HyperTCPProtocol {
     _rxState = RX_HEADER;
     _hdrLen = 0;
     _nextId = 0;
+    _pingId = 0;
     _writeFailed = false;
     return wasOnline;
   }
@@ -747,7 +754,7 @@ class HyperTCPProtocol {
     if (quiet && now - _lastPing >= _heartbeatMs) {
       _lastPing = now;
       txBegin();
-      txSend(HYPER_TCP_CMD_PING);
+      _pingId = txSend(HYPER_TCP_CMD_PING);
     }
   }
 
@@ -834,7 +841,7 @@ class HyperTCPProtocol {
         uint8_t status = _rxLen == 0 ? static_cast<uint8_t>(HYPER_TCP_STATUS_SUCCESS) : _rx[0];
         if (_state == LOGGING_IN) {
           if (_rxId == 1) loginAnswered(status);  // LOGIN is always msg_id 1
-        } else {
+        } else if (_rxId != _pingId) {            // our heartbeat's answer is ours
           onResponse(_rxId, status);
         }
         return;
@@ -1049,6 +1056,7 @@ class HyperTCPProtocol {
   uint16_t _homePort;
   uint16_t _redirectPort;
   uint16_t _nextId;  // last msg_id sent on this link
+  uint16_t _pingId;  // msg_id of the last heartbeat PING
   uint16_t _rxId;
   uint16_t _rxLen;
   uint16_t _rxPos;
