@@ -202,6 +202,11 @@ def _ping(hub: Hub, sender: "Session", payload: dict) -> dict:
     return {"command": "pong", "timestamp": payload.get("timestamp")}
 
 
+def _whoami(hub: Hub, sender: "Session", payload: dict) -> dict:
+    """Tell a client the id it was given: device tokens and assigned ids are not chosen."""
+    return {"command": "whoami", "deviceId": sender.device_id, "role": sender.token.role}
+
+
 def _require_observer(sender: "Session", name: str) -> None:
     if not sender.token.observer:
         raise CommandError(Status.NOT_ALLOWED, f"{name} needs an observer token")
@@ -230,4 +235,5 @@ def _kick(hub: Hub, sender: "Session", payload: dict) -> dict:
     return {"command": "kicked", "sessions": count}
 
 
-BUILTIN_COMMANDS: dict[str, Handler] = {"ping": _ping, "redirect": _redirect, "kick": _kick}
+BUILTIN_COMMANDS: dict[str, Handler] = {
+    "ping": _ping, "whoami": _whoami, "redirect": _redirect, "kick": _kick}

@@ -29,6 +29,14 @@ def default_path() -> str:
     return os.environ.get("HYPERTCP_TOKENS", DEFAULT_PATH)
 
 
+def new_secret() -> str:
+    """192 random bits, URL-safe, never starting with "-" (it would read as an option)."""
+    while True:
+        secret = secrets.token_urlsafe(24)
+        if not secret.startswith("-"):
+            return secret
+
+
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -129,7 +137,7 @@ class TokenStore:
         if role == "device" and prefix:
             raise ValueError("a device token is bound to its name; --prefix is for fleet and observer tokens")
         self.reload()
-        secret = secrets.token_urlsafe(24)  # 192 bits
+        secret = new_secret()
         self._records.append(TokenRecord(
             name=name, role=role, hash=digest(secret), prefix=prefix,
             reach=list(reach) if reach else ["*"], created=time.time()))

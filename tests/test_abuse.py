@@ -9,7 +9,6 @@ import json
 import random
 import socket
 import threading
-import time
 
 import pytest
 

@@ -18,7 +18,7 @@ import pytest
 
 from hypertcp.client import Client
 from hypertcp.wire import Status
-from tests.daemon import Daemon, hypertcp
+from tests.daemon import hypertcp
 
 
 def env_with(**extra: str) -> dict:
@@ -237,28 +237,3 @@ def test_token_add_refusals(tmp_path: Path):
     result = hypertcp("token", "add", "lamp", "--role", "admin", "--tokens", tokens)
     assert result.returncode == 2
     assert hypertcp("token", "list", "--tokens", tokens).stdout == f"no tokens in {tokens}\n"
-
-
-def test_fresh_start_with_no_configuration(tmp_path: Path, listeners):
-    """The tour: twistd -n hypertcp on defaults, then listen and send through it."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", 8080))
-        except OSError:
-            pytest.skip("port 8080, the default, is in use on this machine")
-    daemon = Daemon(tmp_path, listen=False)
-    try:
-        daemon.start()
-        assert daemon.port == 8080
-        lines = daemon.output.splitlines()
-        secret = lines[next(i for i, line in enumerate(lines) if "log in with:" in line) + 1]
-        env = env_with(HYPERTCP_TOKEN=secret.strip())
-        listener = listeners("--device-id", "lamp", "--count", "1", env=env)
-        sent = hypertcp("send", "lamp", '{"switch": "on"}', env=env)
-        assert (sent.returncode, sent.stdout) == (0, "SUCCESS\n"), sent.stderr
-        code, lines, _ = listener.finish()
-        assert code == 0
-        assert lines == [{"command": "message", "from": lines[0]["from"],
-                          "payload": {"switch": "on"}}]
-    finally:
-        daemon.stop()

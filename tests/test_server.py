@@ -292,3 +292,10 @@ def test_byte_at_a_time_and_a_thousand_frames_in_one_write(start_daemon, token):
         sender.sock.sendall(frames)
         assert [receiver.message()["payload"]["n"] for _ in range(1000)] == list(range(3, 1003))
         assert all(sender.answer_to(i) == Status.SUCCESS for i in range(3, 1003))
+
+
+def test_whoami_tells_a_client_its_id(server, token):
+    with sketch(server.port, token("meter-9")) as peer:
+        peer.send_json(Command.JSON_MESSAGE, {"targetId": "server", "payload": {"command": "whoami"}})
+        assert peer.message() == {"from": "server", "payload": {
+            "command": "whoami", "deviceId": "meter-9", "role": "device"}}
