@@ -573,8 +573,11 @@ class HyperTCPProtocol {
   // Reconnect delays: the n-th failed attempt in a row waits about
   // minMs * 2^n, capped at maxMs, with random jitter (between half and all
   // of that), so a fleet does not reconnect in lockstep.  An invalid token
-  // always waits maxMs.
+  // always waits maxMs.  Delays are capped at one day.
   void setReconnectDelay(uint32_t minMs, uint32_t maxMs) {
+    const uint32_t oneDay = 24UL * 60 * 60 * 1000;  // keeps random()'s long argument in range
+    if (maxMs > oneDay) maxMs = oneDay;
+    if (minMs > maxMs) minMs = maxMs;
     if (minMs == 0) minMs = 1;
     _reconnectMinMs = minMs;
     _reconnectMaxMs = maxMs < minMs ? minMs : maxMs;
