@@ -51,6 +51,8 @@ class Hub:
         self.observers: set["Session"] = set()
         self.commands: dict[str, Handler] = {}
         self.delivered = 0
+        #: Where L{drain} sent this node's sessions, until undrained.
+        self.draining: Optional[tuple[str, int, bool]] = None
         for name, handler in BUILTIN_COMMANDS.items():
             self.register_command(name, handler)
 
@@ -197,6 +199,25 @@ class Hub:
             session.close(reason)
         return len(sessions)
 
+    def drain(self, host: str, port: int, tls: bool = False,
+              keep: Optional["Session"] = None) -> int:
+        """
+        Redirect every session but C{keep} (the one asking) and mark this node
+        draining, so a load balancer reading its stats sends no one new.
+        """
+        self.draining = (host, port, tls)
+        sessions = [session for session in self.sessions if session is not keep]
+        for session in sessions:
+            session.redirect(host, port, tls)
+        self.log.info("draining: {count} sessions sent to {host}:{port}",
+                      count=len(sessions), host=host, port=port)
+        return len(sessions)
+
+    def stats(self) -> dict:
+        return {"sessions": len(self.sessions), "devices": len(self.devices),
+                "observers": len(self.observers), "delivered": self.delivered,
+                "draining": self.draining is not None}
+
 
 def _ping(hub: Hub, sender: "Session", payload: dict) -> dict:
     return {"command": "pong", "timestamp": payload.get("timestamp")}
@@ -235,5 +256,26 @@ def _kick(hub: Hub, sender: "Session", payload: dict) -> dict:
     return {"command": "kicked", "sessions": count}
 
 
+def _stats(hub: Hub, sender: "Session", payload: dict) -> dict:
+    _require_observer(sender, "stats")
+    return {"command": "stats", **hub.stats()}
+
+
+def _drain(hub: Hub, sender: "Session", payload: dict) -> dict:
+    _require_observer(sender, "drain")
+    host, port = payload.get("server"), payload.get("port")
+    if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536:
+        raise CommandError(Status.ILLEGAL_COMMAND_BODY, "drain needs server and port")
+    return {"command": "drained",
+            "sessions": hub.drain(host, port, bool(payload.get("tls")), keep=sender)}
+
+
+def _undrain(hub: Hub, sender: "Session", payload: dict) -> dict:
+    _require_observer(sender, "undrain")
+    hub.draining = None
+    return {"command": "undrained"}
+
+
 BUILTIN_COMMANDS: dict[str, Handler] = {
-    "ping": _ping, "whoami": _whoami, "redirect": _redirect, "kick": _kick}
+    "ping": _ping, "whoami": _whoami, "redirect": _redirect, "kick": _kick,
+    "stats": _stats, "drain": _drain, "undrain": _undrain}
