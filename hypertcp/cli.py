@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Optional, Sequence
 
-from hypertcp import bench, tokens
+from hypertcp import bench, certs, tokens
 from hypertcp.client import Client, HyperTCPError
 from hypertcp.client._common import status_name
 from hypertcp.wire import Command, Status
@@ -230,7 +230,7 @@ def add_token_parser(subparsers: Any) -> None:
 
 #: Every subcommand's add_parser, in the order C{--help} lists them.
 COMMANDS: list[Callable[[Any], None]] = [add_messaging_parsers, add_token_parser,
-                                         bench.add_parser]
+                                         bench.add_parser, certs.add_parser]
 
 
 def _describe(error: OSError, args: argparse.Namespace) -> str:

@@ -60,6 +60,15 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value
+    return parse
+
+
 @dataclass(frozen=True)
 class Option:
     parse: Callable[[str], Any]
@@ -95,6 +104,20 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                 "seconds a new connection has to log in"),
         "ack_timeout": Option(_float(0.1), "10",
                               "seconds a delivery that asked for an acknowledgement waits for it"),
+    },
+    "tls": {
+        "listen": Option(_words, "",
+                         "endpoint strings (tcp:...) of listeners that speak TLS; empty: none"),
+        "certificate": Option(_text, "",
+                              "PEM file: the server certificate, then any intermediates"),
+        "key": Option(_text, "", "PEM file of the private key; empty: in the certificate file"),
+        "ca": Option(_text, "",
+                     "PEM file of the CA certificates that sign device certificates"),
+        "require_client_cert": Option(_bool, "no",
+                                      "refuse devices that present no certificate signed by ca"),
+        "min_version": Option(_choice("1.2", "1.3"), "1.2", "the oldest TLS version accepted"),
+        "reload": Option(_float(0), "5",
+                         "seconds between checks of the files for changes; 0: on SIGHUP only"),
     },
 }
 
@@ -136,7 +159,17 @@ def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], s
             except ValueError as e:
                 raise ConfigError(f"bad value for [{section}] {key} = {raw!r}: {e}") from None
         setattr(result, section, values)
+    _check(result)
     return result
+
+
+def _check(config: SimpleNamespace) -> None:
+    """Keys that only make sense together, checked now rather than at the first connection."""
+    tls = config.tls
+    if tls.listen and not tls.certificate:
+        raise ConfigError("TLS listeners need [tls] certificate (try `hypertcp certs`)")
+    if tls.require_client_cert and not tls.ca:
+        raise ConfigError("[tls] require_client_cert needs [tls] ca, the CA of the device certificates")
 
 
 class Options(usage.Options):
@@ -150,6 +183,9 @@ class Options(usage.Options):
         ["idle-timeout", None, None, "seconds of silence before closing ([limits] idle_timeout)"],
         ["login-timeout", None, None, "seconds allowed to log in ([limits] login_timeout)"],
         ["max-payload", None, None, "largest payload in bytes ([limits] max_payload)"],
+        ["tls-cert", None, None, "TLS certificate PEM file ([tls] certificate)"],
+        ["tls-key", None, None, "TLS private key PEM file ([tls] key)"],
+        ["tls-ca", None, None, "CA PEM file for device certificates ([tls] ca)"],
     ]
     # Options whose value lands on one config key.
     keys = {
@@ -158,18 +194,28 @@ class Options(usage.Options):
         "idle-timeout": ("limits", "idle_timeout"),
         "login-timeout": ("limits", "login_timeout"),
         "max-payload": ("limits", "max_payload"),
+        "tls-cert": ("tls", "certificate"),
+        "tls-key": ("tls", "key"),
+        "tls-ca": ("tls", "ca"),
     }
 
     def __init__(self) -> None:
         super().__init__()
         self.overrides: dict[tuple[str, str], str] = {}
         self.listen: list[str] = []
+        # Repeatable options, each joined into one config key.
+        self.lists: dict[tuple[str, str], list[str]] = {}
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted endpoint, e.g. tcp:8080:interface=127.0.0.1 (repeatable)"""
         self.listen.append(endpoint)
 
     opt_l = opt_listen
+
+    def opt_tls(self, endpoint: str) -> None:
+        """Listen for TLS on a Twisted endpoint, e.g. tcp:8443 ([tls] listen; repeatable)"""
+        self.lists.setdefault(("tls", "listen"), []).append(endpoint)
+
 
     def opt_set(self, assignment: str) -> None:
         """Set any config key: --set section.key=value (repeatable)"""
@@ -185,6 +231,8 @@ class Options(usage.Options):
                 self.overrides[target] = self[option]
         if self.listen:
             self.overrides[("server", "listen")] = " ".join(self.listen)
+        for target, values in self.lists.items():
+            self.overrides[target] = " ".join(values)
         for section, key in self.overrides:
             if key not in SCHEMA.get(section, {}):
                 raise usage.UsageError(f"unknown config key {section}.{key}")
