@@ -69,6 +69,12 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _ssh_endpoints(text: str) -> list[str]:
+    """Endpoint strings; a bare port number means that port on loopback only."""
+    return [f"tcp:{word}:interface=127.0.0.1" if word.isdigit() else word
+            for word in text.split()]
+
+
 @dataclass(frozen=True)
 class Option:
     parse: Callable[[str], Any]
@@ -118,6 +124,14 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "min_version": Option(_choice("1.2", "1.3"), "1.2", "the oldest TLS version accepted"),
         "reload": Option(_float(0), "5",
                          "seconds between checks of the files for changes; 0: on SIGHUP only"),
+    },
+    "manhole": {
+        "listen": Option(_ssh_endpoints, "",
+                         "SSH endpoint strings; a bare port is on loopback; empty: no manhole"),
+        "authorized_keys": Option(_text, "hypertcp-manhole-keys",
+                                  "OpenSSH authorized_keys file of the operators' public keys"),
+        "host_key": Option(_text, "hypertcp-manhole-host-key",
+                           "the SSH host key, generated there on first start"),
     },
 }
 
@@ -215,6 +229,10 @@ class Options(usage.Options):
     def opt_tls(self, endpoint: str) -> None:
         """Listen for TLS on a Twisted endpoint, e.g. tcp:8443 ([tls] listen; repeatable)"""
         self.lists.setdefault(("tls", "listen"), []).append(endpoint)
+
+    def opt_manhole(self, endpoint: str) -> None:
+        """Serve the SSH manhole on an endpoint or a loopback port ([manhole] listen)"""
+        self.lists.setdefault(("manhole", "listen"), []).append(endpoint)
 
 
     def opt_set(self, assignment: str) -> None:

@@ -96,8 +96,11 @@ def makeService(options: Options) -> IService:
         Listener("tcp", description, factory, reactor).setServiceParent(top)
     TimerService(config.server.token_reload, factory.reload_tokens).setServiceParent(top)
     top.factory = factory
-    # The optional services load their modules (pyOpenSSL) only when configured.
+    # The optional services load their modules (pyOpenSSL, conch) only when configured.
     if config.tls.certificate:
         from hypertcp import tls
         tls.makeService(config.tls, factory, reactor).setServiceParent(top)
+    if config.manhole.listen:
+        from hypertcp import manhole
+        manhole.makeService(config.manhole, factory, reactor=reactor).setServiceParent(top)
     return top

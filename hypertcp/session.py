@@ -395,6 +395,9 @@ class HyperTCPFactory(ServerFactory):
         self.clock = clock
         self.sessions: set[Session] = set()
         self.counters: dict[str, int] = {}
+        # Frames received on connections since closed: with the live ones'
+        # messages_in, a total the manhole turns into messages per second.
+        self.closed_messages_in = 0
 
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -405,6 +408,7 @@ class HyperTCPFactory(ServerFactory):
 
     def connection_closed(self, session: Session) -> None:
         self.sessions.discard(session)
+        self.closed_messages_in += session.messages_in
         if session.device_id is not None:
             self.hub.detach(session)
 

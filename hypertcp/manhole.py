@@ -1,0 +1,292 @@
+"""
+The manhole: a Python prompt inside the running server, over SSH.
+
+It is the chain L{twisted.conch.manhole_tap} builds -- a L{ConchFactory}
+whose L{TerminalRealm} runs a L{ColoredManhole} -- with keys only: the
+operators' public keys come from one OpenSSH C{authorized_keys} file, and
+the host key is made once and kept, so C{ssh} sees the same server after
+every restart.  The namespace holds the live hub and factory and a few
+helpers; C{helpers()} lists them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
+from twisted.conch.error import ValidPublicKey
+from twisted.conch.insults.insults import ServerProtocol
+from twisted.conch.manhole import ColoredManhole
+from twisted.conch.interfaces import IConchUser
+from twisted.conch.manhole_ssh import ConchFactory, TerminalRealm, TerminalSession
+from twisted.conch.ssh.keys import FingerprintFormats, Key
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hypertcp.client._common import status_name
+from hypertcp.service import Listener
+from hypertcp.session import HyperTCPFactory
+from hypertcp.tokens import TokenStore
+
+log = Logger()
+LOOPBACK = ("interface=127.", "interface=localhost", "interface=\\:\\:1", "interface=::1")
+
+
+def _fingerprint(key: Key) -> str:
+    """As ssh-keygen -l and the ssh client show it."""
+    return "SHA256:" + key.fingerprint(FingerprintFormats.SHA256_BASE64).rstrip("=")
+
+
+@implementer(IAuthorizedKeysDB)
+class OperatorKeys(SSHPublicKeyChecker):
+    """
+    The operators' public keys: one C{authorized_keys} file for every user
+    name, read at each login so an added or removed key counts at once.
+    Every login and every refused key is logged.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(self)
+        self.path = path
+
+    def getAuthorizedKeys(self, username: bytes) -> Iterable[Key]:
+        try:
+            with open(self.path, "rb") as f:
+                return list(readAuthorizedKeyFile(f))
+        except OSError as e:
+            log.error("manhole: cannot read {path}, so no key is accepted: {error}",
+                      path=self.path, error=e.strerror)
+            return []
+
+    def requestAvatarId(self, credentials: Any) -> Deferred:
+        user = credentials.username.decode("utf-8", "replace")
+        key = Key.fromString(credentials.blob)
+
+        def accepted(avatar: bytes) -> bytes:
+            log.info("manhole: {user} logged in with key {fingerprint}", user=user,
+                     fingerprint=_fingerprint(key))
+            return avatar
+
+        def refused(failure: Any) -> Any:
+            # ValidPublicKey is the client asking whether to sign: not a refusal.
+            if failure.check(UnauthorizedLogin) and not failure.check(ValidPublicKey):
+                log.warn("manhole: refused key {fingerprint} for {user}: not in {path}",
+                         fingerprint=_fingerprint(key), user=user,
+                         path=self.path)
+            return failure
+
+        return super().requestAvatarId(credentials).addCallbacks(accepted, refused)
+
+
+class Console(TerminalSession):
+    """
+    conch's terminal session, able to resize, and ending on end of input:
+    its own windowChanged and eofReceived raise NotImplementedError, which
+    drops the operator's connection when the window is resized.
+    """
+
+    def openShell(self, proto: Any) -> None:
+        self.terminal = self.chainedProtocolFactory()
+        self.transportFactory(proto, self.terminal, IConchUser(self.original),
+                              self.width, self.height)
+
+    def windowChanged(self, newWindowSize: tuple) -> None:
+        rows, columns = newWindowSize[:2]
+        self.terminal.terminalProtocol.terminalSize(columns, rows)
+
+    def eofReceived(self) -> None:
+        self.terminal.loseConnection()
+
+
+def host_key(path: str) -> Key:
+    """
+    The SSH host key kept at C{path}; on first start an Ed25519 key is made
+    there (mode 0600), with its public half in C{path}.pub for known_hosts.
+    """
+    where = Path(path)
+    if where.exists():
+        return Key.fromFile(str(where))
+    key = Key(ed25519.Ed25519PrivateKey.generate())
+    where.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.toString("openssh"))
+    Path(f"{where}.pub").write_bytes(key.public().toString("openssh") + b"\n")
+    log.info("manhole: made SSH host key {path} ({fingerprint})", path=path,
+             fingerprint=_fingerprint(key))
+    return key
+
+
+def _buffered(transport: Any) -> int:
+    """Bytes queued for the peer that the kernel has not taken yet (below TLS, if any)."""
+    inner = getattr(transport, "transport", None)
+    if inner is not None and hasattr(inner, "dataBuffer"):
+        transport = inner
+    return (len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+            + getattr(transport, "_tempDataLen", 0))
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def _table(rows: list[tuple]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+class Rates:
+    """Messages per second, from totals sampled once a second."""
+
+    def __init__(self, factory: HyperTCPFactory) -> None:
+        self.factory = factory
+        self.received_per_s = self.delivered_per_s = 0.0
+        self._last: Optional[tuple[float, int, int]] = None
+
+    def sample(self) -> None:
+        factory = self.factory
+        received = factory.closed_messages_in + sum(s.messages_in for s in factory.sessions)
+        now = factory.clock.seconds()
+        last, self._last = self._last, (now, received, factory.hub.delivered)
+        if last is not None and now > last[0]:
+            self.received_per_s = (received - last[1]) / (now - last[0])
+            self.delivered_per_s = (factory.hub.delivered - last[2]) / (now - last[0])
+
+
+def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> dict[str, Any]:
+    """The manhole's globals: the live objects and the operator's helpers."""
+    hub, tokens, clock = factory.hub, factory.tokens, factory.clock
+
+    def sessions() -> None:
+        """List the connections: device, address, role, since when, messages in/out, bytes queued."""
+        now = clock.seconds()
+        rows: list[tuple] = [("DEVICE", "ADDRESS", "ROLE", "CONNECTED", "AGE", "IN", "OUT",
+                              "BUFFERED")]
+        for s in sorted(factory.sessions, key=lambda s: s.connected_at):
+            role = f"{s.token.role}:{s.token.name}" if s.token is not None else "-"
+            rows.append((s.device_id or "(not logged in)", s.peer, role,
+                         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.connected_at)),
+                         _age(now - s.connected_at), s.messages_in, s.messages_out,
+                         _buffered(s.transport)))
+        print(_table(rows))
+        print(f"{len(factory.sessions)} connections, {len(hub.devices)} devices online")
+
+    def kick(device_id: str) -> int:
+        """Close every connection of device_id; return how many."""
+        return hub.kick(device_id)
+
+    def send(device_id: str, payload: dict) -> str:
+        """Send payload (a dict) to device_id as "server"."""
+        return status_name(hub.send(device_id, payload))
+
+    def broadcast(payload: dict) -> int:
+        """Send payload (a dict) as a BROADCAST from "server" to everyone; return to how many."""
+        hub.broadcast(None, payload)
+        return len(hub.sessions)
+
+    def redirect(device_id: Optional[str], host: str, port: int, tls: bool = False) -> int:
+        """Send device_id's connections (None: all) to log in at host:port; return how many."""
+        return hub.redirect(device_id, host, port, tls)
+
+    def drain(host: str, port: int, tls: bool = False) -> int:
+        """Send every connection to host:port and mark this node draining in its stats."""
+        return hub.drain(host, port, tls)
+
+    def add_token(name: str, role: str = "device", prefix: Optional[str] = None,
+                  reach: Optional[list[str]] = None) -> str:
+        """Create a token (role device, fleet or observer) and return its secret, shown only now."""
+        secret = TokenStore(tokens.path).add(name, role, prefix, reach)
+        factory.reload_tokens()
+        return secret
+
+    def revoke_token(name: str) -> int:
+        """Revoke the tokens called name and close their connections now; return how many."""
+        # Through the file, as the command line does: the server's reload then
+        # sees the change and closes the revoked sessions.
+        count = TokenStore(tokens.path).revoke(name)
+        factory.reload_tokens()
+        return count
+
+    def counters() -> dict[str, Any]:
+        """Connections, devices, messages per second and the drop counts by reason."""
+        return {"connections": len(factory.sessions), "devices": len(hub.devices),
+                "received_per_s": round(rates.received_per_s, 1),
+                "delivered_per_s": round(rates.delivered_per_s, 1),
+                **dict(sorted(factory.counters.items()))}
+
+    helpers_: dict[str, Callable[..., Any]] = {
+        "sessions": sessions, "kick": kick, "send": send, "broadcast": broadcast,
+        "redirect": redirect, "drain": drain, "add_token": add_token,
+        "revoke_token": revoke_token, "counters": counters}
+
+    if balancer is not None:
+        def backends() -> None:
+            """The balancer's nodes: up, draining, sessions, load."""
+            rows: list[tuple] = [("BACKEND", "UP", "DRAINING", "SESSIONS", "LOAD")]
+            for state in balancer.status()["backends"]:
+                rows.append((state["backend"], "yes" if state["up"] else "NO",
+                             "yes" if state["draining"] else "no", state["sessions"],
+                             state["load"]))
+            print(_table(rows))
+            print(f"policy: {balancer.policy}")
+
+        def drain_backend(name: str) -> Deferred:
+            """Move every device on node HOST:PORT to the others, through this balancer."""
+            return balancer.drain(name)
+
+        def undrain_backend(name: str) -> None:
+            """Let node HOST:PORT take new devices again."""
+            balancer.undrain(name)
+
+        helpers_.update(backends=backends, drain_backend=drain_backend,
+                        undrain_backend=undrain_backend)
+
+    def helpers() -> None:
+        """List these helpers."""
+        for name, function in sorted(helpers_.items()):
+            arguments = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+                                  for p in inspect.signature(function).parameters.values())
+            print(f"{name}({arguments}): {(function.__doc__ or '').strip()}")
+        print("Objects: hub, factory, tokens" + (", balancer" if balancer is not None else ""))
+
+    return {**helpers_, "helpers": helpers, "hub": hub, "factory": factory, "tokens": tokens,
+            "balancer": balancer}
+
+
+def makeService(config: Any, factory: HyperTCPFactory, balancer: Any = None,
+                reactor: Any = None) -> MultiService:
+    """The SSH manhole for C{[manhole]} in C{config}, on the live C{factory}."""
+    top = MultiService()
+    rates = Rates(factory)
+    TimerService(1.0, rates.sample).setServiceParent(top)
+    names = namespace(factory, rates, balancer)
+    realm = TerminalRealm()
+    realm.sessionFactory = Console
+    realm.chainedProtocolFactory = lambda: ServerProtocol(ColoredManhole, names)
+    ssh = ConchFactory(Portal(realm, [OperatorKeys(config.authorized_keys)]))
+    key = host_key(config.host_key)
+    ssh.publicKeys = {key.sshType(): key.public()}
+    ssh.privateKeys = {key.sshType(): key}
+    if not Path(config.authorized_keys).exists():
+        log.warn("manhole: {path} does not exist yet; no one can log in until it does",
+                 path=config.authorized_keys)
+    for description in config.listen:
+        if not any(marker in description for marker in LOOPBACK):
+            log.warn("manhole: {where} is not loopback-only; anyone who reaches it can try keys",
+                     where=description)
+        Listener("manhole", description, ssh, reactor).setServiceParent(top)
+    return top
