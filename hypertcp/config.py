@@ -69,6 +69,23 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) as (host, port)."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text.strip()!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _addresses(text: str) -> list[tuple[str, int]]:
+    return [_address(word) for word in text.split()]
+
+
+def _optional_address(text: str) -> Optional[tuple[str, int]]:
+    return _address(text) if text.strip() else None
+
+
 def _ssh_endpoints(text: str) -> list[str]:
     """Endpoint strings; a bare port number means that port on loopback only."""
     return [f"tcp:{word}:interface=127.0.0.1" if word.isdigit() else word
@@ -133,6 +150,25 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "host_key": Option(_text, "hypertcp-manhole-host-key",
                            "the SSH host key, generated there on first start"),
     },
+    "balancer": {
+        "listen": Option(_words, "",
+                         "endpoint strings of load-balancer listeners; empty: no balancer"),
+        "backends": Option(_addresses, "", "HOST:PORT of each node, separated by spaces"),
+        "policy": Option(_choice("least-connections", "sticky"), "least-connections",
+                         "how a node is picked for a login"),
+        "token_file": Option(_text, "",
+                             "file holding an observer token the balancer logs in to nodes with"),
+        "health_interval": Option(_float(0.1), "2", "seconds between health checks of a node"),
+        "health_timeout": Option(_float(0.1), "5",
+                                 "seconds a node has to answer a health check before it is out"),
+        "advertise": Option(_optional_address, "",
+                            "HOST:PORT drained sessions are sent to; empty: the balancer's own"),
+        "tls": Option(_bool, "no", "the balancer listeners speak TLS with the [tls] certificate"),
+        "backend_tls": Option(_bool, "no",
+                              "the nodes' ports speak TLS: REDIRECTs say so, health checks use it"),
+        "ca": Option(_text, "",
+                     "PEM CA file the nodes' certificates are checked against; empty: the system's"),
+    },
 }
 
 
@@ -179,11 +215,16 @@ def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], s
 
 def _check(config: SimpleNamespace) -> None:
     """Keys that only make sense together, checked now rather than at the first connection."""
-    tls = config.tls
-    if tls.listen and not tls.certificate:
+    tls, balancer = config.tls, config.balancer
+    if (tls.listen or balancer.tls) and not tls.certificate:
         raise ConfigError("TLS listeners need [tls] certificate (try `hypertcp certs`)")
     if tls.require_client_cert and not tls.ca:
         raise ConfigError("[tls] require_client_cert needs [tls] ca, the CA of the device certificates")
+    if balancer.listen and not balancer.backends:
+        raise ConfigError("[balancer] listen needs [balancer] backends")
+    if balancer.listen and not balancer.token_file:
+        raise ConfigError("[balancer] listen needs [balancer] token_file, "
+                          "holding an observer token for the health checks")
 
 
 class Options(usage.Options):
@@ -234,6 +275,13 @@ class Options(usage.Options):
         """Serve the SSH manhole on an endpoint or a loopback port ([manhole] listen)"""
         self.lists.setdefault(("manhole", "listen"), []).append(endpoint)
 
+    def opt_balancer(self, endpoint: str) -> None:
+        """Run the load balancer on an endpoint ([balancer] listen; repeatable)"""
+        self.lists.setdefault(("balancer", "listen"), []).append(endpoint)
+
+    def opt_backend(self, address: str) -> None:
+        """A node the balancer sends devices to, HOST:PORT ([balancer] backends; repeatable)"""
+        self.lists.setdefault(("balancer", "backends"), []).append(address)
 
     def opt_set(self, assignment: str) -> None:
         """Set any config key: --set section.key=value (repeatable)"""

@@ -97,10 +97,18 @@ def makeService(options: Options) -> IService:
     TimerService(config.server.token_reload, factory.reload_tokens).setServiceParent(top)
     top.factory = factory
     # The optional services load their modules (pyOpenSSL, conch) only when configured.
+    certificate = None
     if config.tls.certificate:
         from hypertcp import tls
-        tls.makeService(config.tls, factory, reactor).setServiceParent(top)
+        tls_service = tls.makeService(config.tls, factory, reactor)
+        tls_service.setServiceParent(top)
+        certificate = tls_service.certificate
+    balancer = None
+    if config.balancer.listen:
+        from hypertcp import balancer as load_balancer
+        balancer = load_balancer.makeService(config.balancer, factory, certificate, reactor)
+        balancer.setServiceParent(top)
     if config.manhole.listen:
         from hypertcp import manhole
-        manhole.makeService(config.manhole, factory, reactor=reactor).setServiceParent(top)
+        manhole.makeService(config.manhole, factory, balancer, reactor).setServiceParent(top)
     return top

@@ -1,0 +1,270 @@
+"""
+The load balancer with real node daemons: how logins are answered, the
+least-connections and sticky policies, a node dying and coming back, and
+draining a node.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from hypertcp.client import Client
+from hypertcp.wire import Command, Status
+from tests.daemon import Daemon
+from tests.raw import Raw
+from tests.test_tls import make_certs
+
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+
+
+@pytest.fixture
+def start_balancer(start_daemon, token, tmp_path: Path):
+    """Factory: start_balancer(node_ports, *args) -> a balancer daemon with every node up."""
+    token_file = tmp_path / "balancer.token"
+    token_file.write_text(token("balancer", "--role", "observer") + "\n")
+
+    def start(ports: list[int], *args: str, expect: tuple[str, ...] = ("tcp", "balancer"),
+              wait_up: bool = True) -> Daemon:
+        backends = [arg for port in ports for arg in ("--backend", f"127.0.0.1:{port}")]
+        daemon = start_daemon("--balancer", LOOPBACK, *backends,
+                              "--set", f"balancer.token_file={token_file}",
+                              "--set", "balancer.health_interval=0.3",
+                              "--set", "balancer.health_timeout=3", *args, expect=expect)
+        if wait_up:
+            for port in ports:
+                daemon.wait_for_log(f"node 127.0.0.1:{port} is up")
+        return daemon
+
+    return start
+
+
+def through(balancer: Daemon, token: str, device_id: str, **options) -> Client:
+    """A client that logged in at the balancer and has followed its REDIRECT."""
+    client = Client("127.0.0.1", balancer.ports["balancer"], token, device_id, timeout=10,
+                    **options).connect()
+    assert client.ping() < 5  # the first request follows the REDIRECT that came with SUCCESS
+    assert client.port != balancer.ports["balancer"]
+    return client
+
+
+def back_up(balancer: Daemon, port: int) -> None:
+    """Wait for the balancer to put the node on C{port} back, after taking it out."""
+    balancer.wait_for(lambda: balancer.output.count(f"node 127.0.0.1:{port} is up") >= 2,
+                      15, f"node {port} back up")
+
+
+def follow(client: Client, port: int, timeout: float = 15) -> None:
+    """Read until the client, redirected, has logged in at C{port}."""
+    deadline = time.monotonic() + timeout
+    while client.port != port:
+        assert time.monotonic() < deadline, f"{client.device_id} is still on {client.port}"
+        client.receive(0.1)
+
+
+def settle(condition, timeout: float = 10) -> None:
+    """Wait until C{condition()} holds, checking again and again until a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+
+
+def talks_to_server(client: Client, n: int) -> None:
+    assert client.ping() < 5
+    assert client.send_to_server({"command": "ping", "timestamp": n}) == Status.SUCCESS
+    message = client.receive(10)
+    assert message is not None and message.sender == "server"
+    assert message.payload == {"command": "pong", "timestamp": n}
+
+
+def ask(port: int, token: str, payload: dict) -> dict:
+    """Send a server command as an observer and return the server's reply."""
+    with Client("127.0.0.1", port, token, timeout=10).connect() as admin:
+        assert admin.send_to_server(payload) == Status.SUCCESS
+        reply = admin.receive(10)
+        while reply.payload.get("event"):  # presence events come to observers too
+            reply = admin.receive(10)
+        return reply.payload
+
+
+def test_a_login_is_answered_with_redirect_then_success(start_daemon, start_balancer,
+                                                       token) -> None:
+    node = start_daemon()
+    balancer = start_balancer([node.port])
+    fleet = token("fleet", "--role", "fleet")
+    with Raw(balancer.ports["balancer"]) as raw:
+        assert raw.request(Command.PING) == Status.SUCCESS
+        early = raw.send_json(Command.JSON_MESSAGE, {"targetId": "x", "payload": {}})
+        assert raw.answer_to(early) == Status.NOT_AUTHENTICATED
+        login = raw.send_json(Command.LOGIN, {"token": fleet, "device_id": "dev-1"})
+        first = raw.expect(lambda f: True)
+        second = raw.expect(lambda f: True)
+        assert first.command == Command.REDIRECT
+        assert json.loads(first.payload) == {"server": "127.0.0.1", "port": node.port}
+        assert (second.command, second.msg_id, second.payload) == (
+            Command.RESPONSE, login, bytes((Status.SUCCESS,)))
+        assert raw.wait_closed(5), "the balancer closes a redirected connection"
+    with Raw(balancer.ports["balancer"]) as raw:
+        assert raw.login("not-a-token") == Status.INVALID_TOKEN
+        assert raw.wait_closed(5)
+    device = token("dev-7")
+    with Raw(balancer.ports["balancer"]) as raw:
+        assert raw.login_json(device, "dev-8") == Status.NOT_ALLOWED
+
+
+def test_least_connections_spreads_20_clients_over_both_nodes(start_daemon, start_balancer,
+                                                              token) -> None:
+    a, b = start_daemon(), start_daemon()
+    balancer = start_balancer([a.port, b.port])
+    fleet = token("fleet", "--role", "fleet")
+    clients = [through(balancer, fleet, f"dev-{i}") for i in range(20)]
+    try:
+        spread = collections.Counter(client.port for client in clients)
+        assert set(spread) == {a.port, b.port}
+        assert abs(spread[a.port] - spread[b.port]) <= 2, spread
+        for i, client in enumerate(clients):
+            talks_to_server(client, i)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_dead_node_is_taken_out_and_put_back(start_daemon, start_balancer, token) -> None:
+    a, b = start_daemon(), start_daemon()
+    balancer = start_balancer([a.port, b.port])
+    fleet = token("fleet", "--role", "fleet")
+    before = [through(balancer, fleet, f"early-{i}") for i in range(6)]
+    assert {client.port for client in before} == {a.port, b.port}
+
+    b.proc.kill()
+    b.proc.wait()
+    balancer.wait_for_log(f"node 127.0.0.1:{b.port} is down")
+    after = [through(balancer, fleet, f"late-{i}") for i in range(10)]
+    assert {client.port for client in after} == {a.port}
+
+    # Back on the same port, it is put back, and as the emptiest node it gets the next ones.
+    start_daemon("--listen", f"tcp:{b.port}:interface=127.0.0.1")
+    back_up(balancer, b.port)
+    again = [through(balancer, fleet, f"again-{i}") for i in range(4)]
+    assert {client.port for client in again} == {b.port}
+    for client in before + after + again:
+        client.close()
+
+
+def test_sticky_keeps_each_device_on_its_node(start_daemon, start_balancer, token) -> None:
+    a, b = start_daemon(), start_daemon()
+    balancer = start_balancer([a.port, b.port], "--set", "balancer.policy=sticky")
+    fleet = token("fleet", "--role", "fleet")
+    devices = [f"sensor-{i}" for i in range(20)]
+
+    def placement() -> dict[str, int]:
+        where = {}
+        for device in devices:
+            with through(balancer, fleet, device) as client:
+                where[device] = client.port
+        return where
+
+    home = placement()
+    assert set(home.values()) == {a.port, b.port}, "20 ids hash onto both nodes"
+    assert placement() == home, "each device lands where it landed before"
+
+    b.proc.kill()
+    b.proc.wait()
+    balancer.wait_for_log(f"node 127.0.0.1:{b.port} is down")
+    assert placement() == dict.fromkeys(devices, a.port), "the survivor takes everyone"
+
+    start_daemon("--listen", f"tcp:{b.port}:interface=127.0.0.1")
+    back_up(balancer, b.port)
+    assert placement() == home, "back up, the node gets its own devices again"
+
+
+def test_draining_a_node_moves_its_clients_to_the_other(start_daemon, start_balancer,
+                                                        token) -> None:
+    a, b = start_daemon(), start_daemon()
+    balancer = start_balancer([a.port, b.port])
+    fleet = token("fleet", "--role", "fleet")
+    admin = token("admin", "--role", "observer")
+    clients = [through(balancer, fleet, f"dev-{i}") for i in range(20)]
+    on_a = [client for client in clients if client.port == a.port]
+    assert on_a and len(on_a) < 20
+    try:
+        reply = ask(balancer.port, admin,
+                    {"command": "drain_backend", "backend": f"127.0.0.1:{a.port}"})
+        assert reply == {"command": "drain_backend", "backend": f"127.0.0.1:{a.port}"}
+        balancer.wait_for_log(f"node 127.0.0.1:{a.port} drained: {len(on_a)} sessions redirected")
+        for i, client in enumerate(on_a):
+            follow(client, b.port)
+            talks_to_server(client, i)
+        # The node keeps only the balancer's health connection (and the one asking).
+        settle(lambda: ask(a.port, admin, {"command": "stats"})["sessions"] == 2)
+        assert ask(b.port, admin, {"command": "stats"})["sessions"] == 20 + 2
+        newcomer = through(balancer, fleet, "newcomer")
+        assert newcomer.port == b.port, "a draining node gets no one new"
+        state = ask(balancer.port, admin, {"command": "backends"})
+        assert [(s["backend"], s["draining"]) for s in state["backends"]] == [
+            (f"127.0.0.1:{a.port}", True), (f"127.0.0.1:{b.port}", False)]
+
+        ask(balancer.port, admin, {"command": "undrain_backend", "backend": f"127.0.0.1:{a.port}"})
+        balancer.wait_for(lambda: "takes devices again" in balancer.output)
+        returning = through(balancer, fleet, "returning")
+        assert returning.port == a.port, "undrained and emptiest, it is picked again"
+        returning.close()
+        newcomer.close()
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_drain_and_backend_commands_need_an_observer(start_daemon, start_balancer, token) -> None:
+    node = start_daemon()
+    balancer = start_balancer([node.port])
+    fleet = token("fleet", "--role", "fleet")
+    with Client("127.0.0.1", balancer.port, fleet, timeout=10).connect() as client:
+        for command in ({"command": "drain_backend", "backend": f"127.0.0.1:{node.port}"},
+                        {"command": "backends"}):
+            assert client.send_to_server(command) == Status.NOT_ALLOWED
+    admin = token("admin", "--role", "observer")
+    with Client("127.0.0.1", balancer.port, admin, timeout=10).connect() as client:
+        assert client.send_to_server({"command": "drain_backend", "backend": "10.9.9.9:1"}) \
+            == Status.DEVICE_NOT_IN_NETWORK
+    with Client("127.0.0.1", node.port, fleet, timeout=10).connect() as client:
+        assert client.send_to_server({"command": "stats"}) == Status.NOT_ALLOWED
+        assert client.send_to_server({"command": "drain", "server": "x", "port": 1}) \
+            == Status.NOT_ALLOWED
+
+
+def test_with_no_node_up_a_login_is_refused(start_balancer, token) -> None:
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        nowhere = probe.getsockname()[1]
+    balancer = start_balancer([nowhere], wait_up=False)
+    with Raw(balancer.ports["balancer"]) as raw:
+        assert raw.login(token("dev-1")) == Status.SERVER_EXCEPTION
+        assert raw.wait_closed(5)
+
+
+def test_a_balancer_alone_with_tls_everywhere(start_daemon, start_balancer, token,
+                                             tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "certs", "--host", "localhost", "--host", "127.0.0.1")
+    tls = ("--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"))
+    nodes = [start_daemon("--tls", LOOPBACK, *tls, expect=("tcp", "tls")) for _ in range(2)]
+    tls_ports = [node.ports["tls"] for node in nodes]
+    # No plain listener of its own: only the balancer, over TLS, sending devices to TLS ports.
+    balancer = start_balancer(tls_ports, "--listen=", *tls, "--set", "balancer.tls=yes",
+                              "--set", "balancer.backend_tls=yes",
+                              "--set", f"balancer.ca={certs / 'ca.pem'}", expect=("balancer",))
+    assert "tcp" not in balancer.ports
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    fleet = token("fleet", "--role", "fleet")
+    clients = [through(balancer, fleet, f"dev-{i}", ssl_context=context) for i in range(4)]
+    assert {client.port for client in clients} == set(tls_ports)
+    for i, client in enumerate(clients):
+        assert client._sock.version() in ("TLSv1.2", "TLSv1.3")
+        talks_to_server(client, i)
+        client.close()
