@@ -406,7 +406,10 @@ class BalancerFactory(ServerFactory):
 def makeService(config: Any, node: HyperTCPFactory, certificate: Any = None,
                 reactor: Any = None) -> Balancer:
     """The balancer, its health checks and its listeners, for C{[balancer]} in C{config}."""
-    balancer = Balancer(config, node, reactor)
+    try:
+        balancer = Balancer(config, node, reactor)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"HyperTCP: balancer: {e}") from None
     factory: Any = balancer.factory
     if config.tls:
         from twisted.protocols.tls import TLSMemoryBIOFactory

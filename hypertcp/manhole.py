@@ -26,7 +26,7 @@ from twisted.conch.insults.insults import ServerProtocol
 from twisted.conch.manhole import ColoredManhole
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.manhole_ssh import ConchFactory, TerminalRealm, TerminalSession
-from twisted.conch.ssh.keys import FingerprintFormats, Key
+from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
@@ -278,7 +278,10 @@ def makeService(config: Any, factory: HyperTCPFactory, balancer: Any = None,
     realm.sessionFactory = Console
     realm.chainedProtocolFactory = lambda: ServerProtocol(ColoredManhole, names)
     ssh = ConchFactory(Portal(realm, [OperatorKeys(config.authorized_keys)]))
-    key = host_key(config.host_key)
+    try:
+        key = host_key(config.host_key)
+    except (OSError, BadKeyError) as e:
+        raise SystemExit(f"HyperTCP: manhole host key {config.host_key}: {e}") from None
     ssh.publicKeys = {key.sshType(): key.public()}
     ssh.privateKeys = {key.sshType(): key}
     if not Path(config.authorized_keys).exists():

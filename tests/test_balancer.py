@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import collections
 import json
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +22,8 @@ from hypertcp.client import Client
 from hypertcp.wire import Command, Status
 from tests.daemon import Daemon
 from tests.raw import Raw
+from tests.test_firmware import build, device  # noqa: F401 (fixtures: the ESP32 library's host build)
+from tests.test_manhole import Console, keygen, known_hosts
 from tests.test_tls import make_certs
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -268,3 +273,94 @@ def test_a_balancer_alone_with_tls_everywhere(start_daemon, start_balancer, toke
         assert client._sock.version() in ("TLSv1.2", "TLSv1.3")
         talks_to_server(client, i)
         client.close()
+
+
+def test_a_hung_node_is_taken_out_when_its_ping_goes_unanswered(start_daemon, start_balancer,
+                                                                 token) -> None:
+    a, b = start_daemon(), start_daemon()
+    balancer = start_balancer([a.port, b.port])
+    fleet = token("fleet", "--role", "fleet")
+    b.proc.send_signal(signal.SIGSTOP)  # its sockets stay open; it just never answers
+    try:
+        balancer.wait_for_log(f"node 127.0.0.1:{b.port} is down", timeout=15)
+        for i in range(6):
+            with through(balancer, fleet, f"dev-{i}") as client:
+                assert client.port == a.port
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    back_up(balancer, b.port)
+
+
+TWISTED_CLIENT = """
+import sys
+from twisted.internet import defer, task
+from hypertcp.client import HyperTCPClientFactory, clientService
+
+async def main(reactor, port, token):
+    factory = HyperTCPClientFactory(token, "tx-1")
+    service = clientService(factory, "127.0.0.1", int(port), reactor=reactor)
+    service.startService()
+    protocol = await factory.whenLoggedIn()
+    print(protocol.transport.getPeer().port, int(await protocol.send_to_server({"command": "ping"})))
+    await service.stopService()
+
+task.react(lambda reactor: defer.ensureDeferred(main(reactor, *sys.argv[1:])))
+"""
+
+
+def test_the_twisted_client_follows_the_balancer(start_daemon, start_balancer, token) -> None:
+    node = start_daemon()
+    balancer = start_balancer([node.port])
+    result = subprocess.run([sys.executable, "-c", TWISTED_CLIENT, str(balancer.ports["balancer"]),
+                             token("fleet", "--role", "fleet")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # Its first logged-in connection is already the node's: REDIRECT came before SUCCESS.
+    assert result.stdout.split() == [str(node.port), str(Status.SUCCESS.value)]
+
+
+def test_the_esp32_library_follows_the_balancer(start_daemon, start_balancer, token,
+                                                device) -> None:
+    a, b = start_daemon(), start_daemon()
+    balancer = start_balancer([a.port, b.port], "--set", "balancer.policy=sticky")
+    d = device(token("esp32-1"), balancer.ports["balancer"])
+    port = int(d.expect(r"redirect 127\.0\.0\.1 (\d+) 0").group(1))
+    assert port in (a.port, b.port)
+    d.expect("connected")
+    # Sent on before it believed itself online at the balancer: no connected/disconnected pair.
+    assert d.history.index("connected") > d.history.index(f"redirect 127.0.0.1 {port} 0")
+    assert "disconnected" not in d.history
+    with Client("127.0.0.1", port, token("app")) as app:
+        d.send("send", "app", '{"via":"balancer"}')
+        message = app.receive(timeout=10)
+        assert message is not None
+        assert (message.sender, message.payload) == ("esp32-1", {"via": "balancer"})
+
+
+def test_an_operator_drains_a_node_from_the_balancers_manhole(start_daemon, start_balancer,
+                                                              token, tmp_path: Path) -> None:
+    key = keygen(tmp_path / "operator")
+    host_key = tmp_path / "host_key"
+    a, b = start_daemon(), start_daemon()
+    balancer = start_balancer([a.port, b.port], "--manhole", LOOPBACK,
+                              "--set", f"manhole.authorized_keys={key}.pub",
+                              "--set", f"manhole.host_key={host_key}",
+                              expect=("tcp", "balancer", "manhole"))
+    fleet = token("fleet", "--role", "fleet")
+    clients = [through(balancer, fleet, f"dev-{i}") for i in range(6)]
+    port = balancer.ports["manhole"]
+    console = Console(port, key, known_hosts(tmp_path, port, host_key))
+    try:
+        rows = console.run("backends()").splitlines()
+        assert rows[1].split()[:3] == [f"127.0.0.1:{a.port}", "yes", "no"]
+        assert rows[2].split()[:3] == [f"127.0.0.1:{b.port}", "yes", "no"]
+        console.run(f'drain_backend("127.0.0.1:{b.port}")')
+        for i, client in enumerate(clients):
+            follow(client, a.port)
+            talks_to_server(client, i)
+        assert console.run("backends()").splitlines()[2].split()[:3] == [
+            f"127.0.0.1:{b.port}", "yes", "yes"]
+    finally:
+        console.close()
+        for client in clients:
+            client.close()
