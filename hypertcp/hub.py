@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-import ujson
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from hypertcp import jsoncodec
 from hypertcp.wire import Command, Status
 
 if TYPE_CHECKING:
@@ -36,8 +36,7 @@ class CommandError(Exception):
         self.status = status
 
 
-def _dumps(value: Any) -> bytes:
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
+_dumps = jsoncodec.dumps
 
 
 class Hub:

@@ -10,15 +10,15 @@ Where a message goes is the hub's business, not the session's.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-import ujson
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from hypertcp import jsoncodec
 from hypertcp.framing import FrameReceiver
 from hypertcp.wire import HEADER, Command, Frame, Oversize, Status, response
 
@@ -35,10 +35,10 @@ class BadBody(ValueError):
     """A payload that is not the JSON the command needs (status 11)."""
 
 
-def _object(text: str) -> dict:
+def _object(data: Union[bytes, str]) -> dict:
     try:
-        value = ujson.loads(text)
-    except (ValueError, OverflowError):
+        value = jsoncodec.loads(data)
+    except jsoncodec.JSONDecodeError:
         raise BadBody("payload is not JSON") from None
     if not isinstance(value, dict):
         raise BadBody("payload is not a JSON object")
@@ -48,9 +48,13 @@ def _object(text: str) -> dict:
 def parse_object(payload: bytes) -> dict:
     """Decode a JSON object payload, raising L{BadBody} for anything else."""
     try:
-        return _object(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BadBody("payload is not UTF-8") from None
+        return _object(payload)  # the codec checks UTF-8 as it parses
+    except BadBody:
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadBody("payload is not UTF-8") from None
+        raise
 
 
 def parse_login(payload: bytes) -> tuple[str, Optional[str]]:
