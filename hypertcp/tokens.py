@@ -73,7 +73,8 @@ class TokenRecord:
         return self.prefix is None or device_id.startswith(self.prefix)
 
     def may_reach(self, target: str) -> bool:
-        return any(fnmatch.fnmatchcase(target, pattern) for pattern in self.reach)
+        # Checked for every message; "*", nearly every token's reach, needs no fnmatch.
+        return "*" in self.reach or any(fnmatch.fnmatchcase(target, p) for p in self.reach)
 
 
 class TokenStore:
