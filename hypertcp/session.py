@@ -95,6 +95,7 @@ class Session(FrameReceiver):
     peer = "?"
     connected_at = 0.0
     closing_reason: Optional[str] = None
+    _out: Optional[list[bytes]] = None  # frames held until the read that made them ends
 
     def connectionMade(self) -> None:
         limits = self.factory.limits
@@ -163,7 +164,19 @@ class Session(FrameReceiver):
                 self.abort("slow receiver: outbound buffer over "
                            f"{self.factory.limits.max_outbound_buffer} bytes")
                 return
-        transport.write(data)
+        if not self.factory.batching:
+            transport.write(data)
+        elif self._out is None:
+            self._out = [data]
+            self.factory.dirty.append(self)
+        else:
+            self._out.append(data)
+
+    def flush(self) -> None:
+        """Hand the frames held during a read to the transport, in one write."""
+        out, self._out = self._out, None
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def respond(self, msg_id: int, status: int = Status.SUCCESS) -> None:
         self.write(response(msg_id, status))
@@ -210,6 +223,7 @@ class Session(FrameReceiver):
             self.closing_reason = reason
             self.log.info("{peer} ({device}): closing: {why}", peer=self.peer,
                           device=self.device_id or "not logged in", why=reason)
+        self.flush()
         self.transport.loseConnection()
 
     def abort(self, reason: str) -> None:
@@ -222,8 +236,19 @@ class Session(FrameReceiver):
     # -- receiving --
 
     def dataReceived(self, data: bytes) -> None:
-        self.last_seen = self.factory.clock.seconds()
-        super().dataReceived(data)
+        # Every frame this read produces, for this peer or any other, is held
+        # and written when the read is done: a read carrying fifty messages
+        # makes one transport.write to each peer it touches, not fifty.
+        factory = self.factory
+        self.last_seen = factory.clock.seconds()
+        factory.batching = True
+        try:
+            super().dataReceived(data)
+        finally:
+            factory.batching = False
+            dirty, factory.dirty = factory.dirty, []
+            for session in dirty:
+                session.flush()
 
     def oversizeReceived(self, event: Oversize) -> None:
         self.factory.count("oversize")
@@ -399,6 +424,10 @@ class HyperTCPFactory(ServerFactory):
         self.clock = clock
         self.sessions: set[Session] = set()
         self.counters: dict[str, int] = {}
+        # Inside a Session.dataReceived: writes are held in Session._out and
+        # the sessions holding some listed here.
+        self.batching = False
+        self.dirty: list[Session] = []
         # Frames received on connections since closed: with the live ones'
         # messages_in, a total the manhole turns into messages per second.
         self.closed_messages_in = 0
