@@ -134,6 +134,8 @@ class Decoder:
         append = events.append
         unpack_from = HEADER.unpack_from
         limit = self.max_payload
+        # tuple.__new__ makes the same Frame as Frame(...) without a Python call.
+        new_frame = tuple.__new__
         offset = 0
         end = len(buf)
         while end - offset >= HEADER_SIZE:
@@ -151,7 +153,7 @@ class Decoder:
             stop = start + length
             if stop > end:
                 break
-            append(Frame(command, msg_id, buf[start:stop]))
+            append(new_frame(Frame, (command, msg_id, buf[start:stop])))
             offset = stop
         self._buf = buf[offset:] if offset < end else b""
         return events
