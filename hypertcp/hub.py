@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 # A server command handler gets the hub, the sending session and the payload;
 # it returns a payload to answer with (sent from "server"), or None.
 Handler = Callable[["Hub", "Session", dict], Optional[dict]]
+# Bound once: on Python 3.11 an enum member lookup costs about 60 ns.
+JSON_MESSAGE, SUCCESS = Command.JSON_MESSAGE, Status.SUCCESS
 
 
 class CommandError(Exception):
@@ -120,8 +122,8 @@ class Hub:
         self.delivered += len(live)
         if not ack:
             for session in live:
-                session.deliver(Command.JSON_MESSAGE, body)
-            return Status.SUCCESS
+                session.deliver(JSON_MESSAGE, body)
+            return SUCCESS
         return self._acked(live, body)
 
     def _acked(self, live: list["Session"], body: bytes) -> Deferred:

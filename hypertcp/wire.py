@@ -41,6 +41,10 @@ class Status(enum.IntEnum):
     SERVER_EXCEPTION = 19
 
 
+# Sent for every message; on Python 3.11 an enum lookup costs about 60 ns.
+_SUCCESS, _RESPONSE = Status.SUCCESS, Command.RESPONSE
+
+
 class Frame(NamedTuple):
     command: int
     msg_id: int
@@ -72,8 +76,8 @@ def response(msg_id: int, status: int = Status.SUCCESS, *, login: bool = False) 
     LOGIN, which always carries the status byte: the original sketch reads a
     status byte only there.
     """
-    if status == Status.SUCCESS and not login:
-        return HEADER.pack(Command.RESPONSE, msg_id, 0)
+    if status == _SUCCESS and not login:
+        return HEADER.pack(_RESPONSE, msg_id, 0)
     return HEADER.pack(Command.RESPONSE, msg_id, 1) + bytes((status,))
 
 
