@@ -898,6 +898,7 @@ def _await(workers: list, kind: str, broker: Broker, progress: Callable[[int], N
                 progress(sum(counts))
             elif what == kind:
                 results[i] = value
+                del pipes[pipe]  # a worker that is done may exit: its pipe then reads EOF
     return [results[i] for i in range(len(workers))]
 
 
