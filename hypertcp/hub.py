@@ -12,7 +12,8 @@ lives here and nowhere else.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -22,6 +23,9 @@ from hypertcp.wire import Command, Status
 
 if TYPE_CHECKING:
     from hypertcp.session import Session
+
+#: deviceStatus events sent to a new observer per reactor turn.
+SNAPSHOT_BATCH = 256
 
 # A server command handler gets the hub, the sending session and the payload;
 # it returns a payload to answer with (sent from "server"), or None.
@@ -69,9 +73,25 @@ class Hub:
         self._presence("deviceConnected", session)
         if session.token.observer:
             self.observers.add(session)
-            for other in self.sessions:
-                if other is not session:
-                    self._event_to(session, "deviceStatus", other, online=True)
+            others = [other for other in self.sessions if other is not session]
+            # After the login's own answer, outside the read that carried it.
+            self.clock.callLater(0, self._snapshot, session, iter(others))
+
+    def _snapshot(self, observer: "Session", others: Iterator["Session"]) -> None:
+        """
+        A deviceStatus for each session online when C{observer} logged in,
+        paced by the observer's reading: sent in one go, a large fleet's
+        snapshot would trip the observer's own slow-reader cap.
+        """
+        if observer not in self.observers:
+            return
+        for count, other in enumerate(others, 1):
+            if other in self.sessions:  # it may have left since; its event went out
+                self._event_to(observer, "deviceStatus", other, online=True)
+            if observer.paused or count == SNAPSHOT_BATCH:
+                observer.when_drained(
+                    lambda: self.clock.callLater(0, self._snapshot, observer, others))
+                return
 
     def detach(self, session: "Session") -> None:
         self.sessions.discard(session)

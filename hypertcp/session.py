@@ -10,9 +10,10 @@ Where a message goes is the hub's business, not the session's.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -99,6 +100,8 @@ class Session(FrameReceiver):
     peer = "?"
     connected_at = 0.0
     closing_reason: Optional[str] = None
+    _on_drained: Optional[Callable[[], None]] = None
+    dropped = False  # aborted: the transport drops what it is given, so stop giving
     _out: Optional[list[bytes]] = None  # frames held until the read that made them ends
 
     def connectionMade(self) -> None:
@@ -135,9 +138,12 @@ class Session(FrameReceiver):
         for d in pending.values():
             d.callback(Status.TIMEOUT)
         self.factory.connection_closed(self)
+        why = self.closing_reason
+        if why is None:
+            unclean = reason is not None and not reason.check(ConnectionDone)
+            why = reason.getErrorMessage() if unclean else "closed by peer"
         self.log.info("{peer} ({device}) disconnected: {why}", peer=self.peer,
-                      device=self.device_id or "not logged in",
-                      why=self.closing_reason or "closed by peer")
+                      device=self.device_id or "not logged in", why=why)
 
     # -- IPushProducer: the transport's view of whether the peer reads --
 
@@ -150,6 +156,24 @@ class Session(FrameReceiver):
     def resumeProducing(self) -> None:
         self._paused = False
         self._queued = 0
+        if self._on_drained is not None:
+            callback, self._on_drained = self._on_drained, None
+            callback()
+
+    @property
+    def paused(self) -> bool:
+        """Has the peer stopped reading what it is sent?"""
+        return self._paused
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """
+        Call C{callback} once the peer is reading again (now, if it is), so
+        bulk output can be paced by the peer instead of tripping the cap.
+        """
+        if self._paused:
+            self._on_drained = callback
+        else:
+            callback()
 
     def stopProducing(self) -> None:
         pass
@@ -159,7 +183,7 @@ class Session(FrameReceiver):
     def write(self, data: bytes) -> None:
         """Queue bytes for the peer, dropping the peer if it has stopped reading."""
         transport = self.transport
-        if transport.disconnecting:
+        if transport.disconnecting or self.dropped:
             return
         if self._paused:
             self._queued += len(data)
@@ -232,6 +256,7 @@ class Session(FrameReceiver):
 
     def abort(self, reason: str) -> None:
         """Drop the connection now, discarding what is queued."""
+        self.dropped = True
         self.closing_reason = reason
         self.log.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
                       device=self.device_id or "not logged in", why=reason)

@@ -299,3 +299,26 @@ def test_whoami_tells_a_client_its_id(server, token):
         peer.send_json(Command.JSON_MESSAGE, {"targetId": "server", "payload": {"command": "whoami"}})
         assert peer.message() == {"from": "server", "payload": {
             "command": "whoami", "deviceId": "meter-9", "role": "device"}}
+
+
+def test_an_observer_gets_a_large_fleet_snapshot_without_being_dropped(start_daemon, token):
+    # 800 deviceStatus events are ~100 KB: past the transport's 64 KB buffer
+    # plus a 4 KB cap if sent in one go; paced by the observer, they all arrive.
+    server = start_daemon("--set", "limits.max_outbound_buffer=4096", "--rate-limit", "0")
+    fleet = token("fleet", "--role", "fleet")
+    devices = []
+    try:
+        for i in range(800):
+            peer = Raw(server.port)
+            peer.send_json(Command.LOGIN, {"token": fleet, "device_id": f"d{i:03}"})
+            devices.append(peer)
+        for peer in devices:
+            assert peer.answer_to(1) == Status.SUCCESS
+        with Raw(server.port) as ops:
+            assert ops.login_json(token("ops", "--role", "observer"), "ops") == Status.SUCCESS
+            seen = {ops.message()["payload"]["deviceId"] for _ in range(800)}
+            assert seen == {f"d{i:03}" for i in range(800)}
+            assert ops.request(Command.PING) == Status.SUCCESS
+    finally:
+        for peer in devices:
+            peer.close()
