@@ -686,17 +686,18 @@ def _worker(job: str, proto: Any, address: Optional[tuple[str, int]], first: int
         if job == "pairs":
             pairs = _connect_pairs(proto, address, first, count, opts["payload"])
         else:
-            greeting = (proto.hello, proto.welcome(False))
-            socks = open_many(address, [(greeting[0](f"bench-idle-{i}", False), greeting[1])
+            welcome = proto.welcome(False)
+            socks = open_many(address, [(proto.hello(f"bench-idle-{i}", False), welcome)
                                         for i in range(first, first + count)])
             conns = [Conn(sock, None, False, rest) for sock, rest in socks]
         pipe.send(("ready", None))
         go = pipe.recv()
         report = lambda n: pipe.send(("progress", n))  # noqa: E731
         if job == "pairs":
+            # This process's share of a fixed total rate is its share of the pairs.
             result = drive(proto, pairs, go=go, warmup=opts["warmup"],
-                           duration=opts["duration"], rate=opts["rate"], window=opts["window"],
-                           ack=opts["ack"], report=report)
+                           duration=opts["duration"], rate=opts["rate"] * count / opts["pairs"],
+                           window=opts["window"], ack=opts["ack"], report=report)
         else:
             result = heartbeat(proto, conns, go=go, duration=opts["duration"],
                                every=opts["heartbeat"], report=report)
@@ -943,8 +944,8 @@ def _percentile(ordered: list[int], q: float) -> Optional[float]:
 
 def run_pairs(broker: Broker, args: argparse.Namespace) -> dict:
     """One throughput run against C{broker}; the figures as a dict."""
-    opts = {"payload": args.payload, "warmup": args.warmup, "duration": args.duration,
-            "rate": args.rate / args.procs if args.rate else 0.0, "window": args.window,
+    opts = {"pairs": args.pairs, "payload": args.payload, "warmup": args.warmup,
+            "duration": args.duration, "rate": args.rate, "window": args.window,
             "ack": args.ack}
     workers = _spawn("pairs", broker, args.pairs, args.procs, opts)
     try:
