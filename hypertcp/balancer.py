@@ -38,7 +38,7 @@ from hypertcp.client._common import status_name
 from hypertcp.framing import FrameReceiver
 from hypertcp.hub import CommandError, Hub
 from hypertcp.service import Listener
-from hypertcp.session import MAX_DEVICE_ID, RESERVED_IDS, BadBody, HyperTCPFactory, parse_login
+from hypertcp.session import HyperTCPFactory, LoginRefused
 from hypertcp.wire import Command, Frame, Oversize, Status, encode, response
 
 # Points per node on the consistent-hash ring: enough for an even split of
@@ -357,21 +357,9 @@ class BalancerSession(FrameReceiver):
     def _login(self, frame: Frame) -> None:
         node = self.factory.node
         try:
-            secret, wanted = parse_login(frame.payload)
-        except BadBody as e:
-            self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
-            return
-        record = node.tokens.lookup(secret)
-        if record is None:
-            node.reload_tokens()
-            record = node.tokens.lookup(secret)
-        if record is None:
-            self._refuse(frame, Status.INVALID_TOKEN, "unknown or revoked token", close=True)
-            return
-        device_id = wanted or record.device_id
-        if device_id is not None and (device_id in RESERVED_IDS or len(device_id) > MAX_DEVICE_ID
-                                      or not record.may_use(device_id)):
-            self._refuse(frame, Status.NOT_ALLOWED, f"token {record.name} may not use {device_id!r}")
+            _, device_id = node.authenticate(frame.payload)
+        except LoginRefused as e:
+            self._refuse(frame, e.status, str(e), close=e.status == Status.INVALID_TOKEN)
             return
         # A login that names no device is kept on one node by its address.
         backend = self.factory.balancer.pick(device_id or self.host)

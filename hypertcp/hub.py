@@ -12,7 +12,6 @@ lives here and nowhere else.
 from __future__ import annotations
 
 import time
-from itertools import islice
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
 from twisted.internet.defer import Deferred

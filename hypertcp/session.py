@@ -36,6 +36,14 @@ MAX_DEVICE_ID = 128
 STRIKE_WINDOW = 10.0
 
 
+class LoginRefused(Exception):
+    """A LOGIN that earns no session; C{status} is the answer's byte."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
 class BadBody(ValueError):
     """A payload that is not the JSON the command needs (status 11)."""
 
@@ -347,31 +355,14 @@ class Session(FrameReceiver):
 
     def _login(self, frame: Frame) -> None:
         try:
-            secret, wanted = parse_login(frame.payload)
-        except BadBody as e:
-            self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
+            record, device_id = self.factory.authenticate(frame.payload)
+        except LoginRefused as e:
+            self._refuse(frame, e.status, str(e))
+            if e.status == Status.INVALID_TOKEN:
+                self.close(str(e))
             return
-        record = self.factory.tokens.lookup(secret)
-        if record is None:
-            # Perhaps the token was added a moment ago: a stat() is cheap.
-            self.factory.reload_tokens()
-            record = self.factory.tokens.lookup(secret)
-        if record is None:
-            self.factory.count("invalid_token")
-            self.write(response(frame.msg_id, Status.INVALID_TOKEN, login=True))
-            self.close("login with an unknown or revoked token")
-            return
-        if wanted is None:
-            device_id = record.device_id or f"{record.prefix or ''}device_{self.host}_{self.port}"
-        else:
-            device_id = wanted
-        if (device_id in RESERVED_IDS or len(device_id) > MAX_DEVICE_ID
-                or not record.may_use(device_id)):
-            self.factory.count("not_allowed")
-            self.log.warn("{peer}: token {name} may not log in as {device!r}",
-                          peer=self.peer, name=record.name, device=device_id)
-            self.write(response(frame.msg_id, Status.NOT_ALLOWED, login=True))
-            return
+        if device_id is None:
+            device_id = f"{record.prefix or ''}device_{self.host}_{self.port}"
         self._login_timer.cancel()
         self.token = record
         self.device_id = device_id
@@ -473,6 +464,30 @@ class HyperTCPFactory(ServerFactory):
         self.closed_messages_in += session.messages_in
         if session.device_id is not None:
             self.hub.detach(session)
+
+    def authenticate(self, payload: bytes) -> tuple["TokenRecord", Optional[str]]:
+        """
+        The token record a LOGIN payload presents and the device id it may
+        use: the one it names or its token binds, None for "assign one".
+        Raises L{LoginRefused}.
+        """
+        try:
+            secret, wanted = parse_login(payload)
+        except BadBody as e:
+            raise LoginRefused(Status.ILLEGAL_COMMAND_BODY, str(e)) from None
+        record = self.tokens.lookup(secret)
+        if record is None:
+            # Perhaps the token was added a moment ago: a stat() is cheap.
+            self.reload_tokens()
+            record = self.tokens.lookup(secret)
+        if record is None:
+            raise LoginRefused(Status.INVALID_TOKEN, "login with an unknown or revoked token")
+        device_id = wanted or record.device_id
+        if device_id is not None and (device_id in RESERVED_IDS or len(device_id) > MAX_DEVICE_ID
+                                      or not record.may_use(device_id)):
+            raise LoginRefused(Status.NOT_ALLOWED,
+                               f"token {record.name} may not log in as {device_id!r}")
+        return record, device_id
 
     def reload_tokens(self) -> None:
         """Pick up token file changes and close the sessions of revoked tokens."""
