@@ -275,6 +275,22 @@ def test_a_balancer_alone_with_tls_everywhere(start_daemon, start_balancer, toke
         client.close()
 
 
+def test_a_plain_balancer_sends_a_client_on_to_a_tls_node(start_daemon, start_balancer, token,
+                                                         tmp_path: Path) -> None:
+    """The blocking client follows each REDIRECT's "tls" flag, verifying with its own CA."""
+    certs = make_certs(tmp_path / "certs", "--host", "localhost", "--host", "127.0.0.1")
+    tls = ("--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"))
+    node = start_daemon("--tls", LOOPBACK, *tls, expect=("tcp", "tls"))
+    balancer = start_balancer([node.ports["tls"]], "--set", "balancer.backend_tls=yes",
+                              "--set", f"balancer.ca={certs / 'ca.pem'}")
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with through(balancer, token("fleet", "--role", "fleet"), "dev-1", ssl_context=context,
+                 tls=False) as client:
+        assert client.port == node.ports["tls"]
+        assert client._sock.version() in ("TLSv1.2", "TLSv1.3")
+        talks_to_server(client, 0)
+
+
 def test_a_hung_node_is_taken_out_when_its_ping_goes_unanswered(start_daemon, start_balancer,
                                                                  token) -> None:
     a, b = start_daemon(), start_daemon()

@@ -41,7 +41,8 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: Optional[str] = None,
                  device_id: Optional[str] = None, timeout: float = 10.0,
                  ssl_context: Optional[ssl.SSLContext] = None,
-                 server_hostname: Optional[str] = None, heartbeat: float = 30.0) -> None:
+                 server_hostname: Optional[str] = None, heartbeat: float = 30.0,
+                 tls: Optional[bool] = None) -> None:
         if not token:
             raise ValueError("a HyperTCP client needs a token")
         self.host = host
@@ -51,7 +52,11 @@ class Client:
         #: the server derives it from the token or the address).
         self.device_id = device_id
         self.timeout = timeout
+        #: How to verify servers (a CA, client certificates); whether to use
+        #: TLS at all is L{tls}, which each REDIRECT's "tls" flag sets, so a
+        #: plain balancer can send the client on to a TLS node and back.
         self.ssl_context = ssl_context
+        self.tls = ssl_context is not None if tls is None else tls
         self.server_hostname = server_hostname
         #: Seconds of our silence after which a waiting call sends a PING, so
         #: the server's idle timeout never closes a client that is listening.
@@ -69,8 +74,9 @@ class Client:
         sock = socket.create_connection((self.host, self.port), self.timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(
+            if self.tls:
+                context = self.ssl_context or ssl.create_default_context()
+                sock = context.wrap_socket(
                     sock, server_hostname=self.server_hostname or self.host)
         except BaseException:
             sock.close()
@@ -246,8 +252,7 @@ class Client:
         assert self._redirect is not None
         host, port, tls = self._redirect
         self.close()
-        if tls and self.ssl_context is None:
-            self.ssl_context = ssl.create_default_context()
+        self.tls = tls
         if host != self.host:
             self.server_hostname = None
         self.host, self.port = host, port
