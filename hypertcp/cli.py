@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 from datetime import datetime
@@ -47,6 +48,10 @@ def connection_options() -> argparse.ArgumentParser:
     group.add_argument("--token", help=f"login token (default: ${TOKEN_ENV}); write --token=T "
                        "when T starts with a dash")
     group.add_argument("--device-id", help="the device id to log in as, if the token lets you choose")
+    group.add_argument("--tls", action="store_true",
+                       help="connect over TLS, verifying the server's certificate and name")
+    group.add_argument("--ca", metavar="FILE",
+                       help="verify servers against this CA instead of the system's (implies --tls)")
     return parser
 
 
@@ -55,7 +60,9 @@ def connect(args: argparse.Namespace) -> Client:
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
         raise UsageError(f"no token: pass --token or set {TOKEN_ENV}")
-    return Client(args.host, args.port, token, args.device_id).connect()
+    context = ssl.create_default_context(cafile=args.ca) if args.ca else None
+    return Client(args.host, args.port, token, args.device_id, ssl_context=context,
+                  tls=args.tls or bool(args.ca)).connect()
 
 
 def json_object(text: str) -> dict:

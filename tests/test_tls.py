@@ -173,3 +173,15 @@ def test_a_bad_certificate_file_stops_the_daemon_with_its_name(start_daemon, tmp
     with pytest.raises(AssertionError, match="bad.pem"):
         start_daemon("--tls", "tcp:0:interface=127.0.0.1", "--tls-cert", str(bad),
                      expect=("tcp", "tls"))
+
+
+def test_the_command_line_speaks_tls_with_a_ca(start_daemon, token, certs: Path) -> None:
+    daemon = tls_daemon(start_daemon, certs)
+    common = ("--host", "localhost", "--port", str(daemon.ports["tls"]), f"--token={token('dev-1')}")
+    ok = hypertcp("ping", *common, "--ca", str(certs / "ca.pem"))
+    assert ok.returncode == 0, ok.stderr
+    assert "ms from localhost" in ok.stdout
+    # The system's CAs do not know the development CA.
+    refused = hypertcp("ping", *common, "--tls")
+    assert refused.returncode == 1
+    assert "certificate" in refused.stderr.lower()
