@@ -12,12 +12,14 @@ import shutil
 
 import pytest
 
-from hypertcp import bench
+from hypertcp.bench import mqtt, peers, report
+from hypertcp.bench.errors import BenchError
+from hypertcp.bench.message import payload_template
 from tests.daemon import hypertcp
 
 SHORT = ("--pairs", "3", "--duration", "1", "--warmup", "0.2", "--quiet", "--json")
 mosquitto = pytest.mark.skipif(
-    not (os.path.exists(bench.MOSQUITTO) or shutil.which("mosquitto")),
+    not (os.path.exists(peers.MOSQUITTO) or shutil.which("mosquitto")),
     reason="mosquitto is not installed (apt-get install mosquitto)")
 
 
@@ -94,7 +96,7 @@ def test_running_server_needs_a_token():
 def test_table_puts_ratios_beside_the_figures():
     runs = {"hypertcp": {"msgs_per_s": 50.0, "p99_ms": 2.0},
             "mosquitto": {"msgs_per_s": 100.0, "p99_ms": 1.0}}
-    text = bench.table(runs, bench.PAIR_ROWS, {"hypertcp": "HyperTCP", "mosquitto": "Mosquitto"})
+    text = report.table(runs, report.PAIR_ROWS, {"hypertcp": "HyperTCP", "mosquitto": "Mosquitto"})
     header, rate, p50, p99 = text.splitlines()[:4]
     assert header.split() == ["HyperTCP", "Mosquitto", "HyperTCP/Mosquitto"]
     assert rate.split()[-3:] == ["50", "100", "0.50x"]
@@ -103,14 +105,14 @@ def test_table_puts_ratios_beside_the_figures():
 
 
 def test_message_layout():
-    template = bench.payload_template(64)
+    template = payload_template(64)
     message = template % (12, 345)
     assert len(message) == 64
     assert json.loads(message)["seq"] == "0000000012"
-    with pytest.raises(bench.BenchError):
-        bench.payload_template(20)
+    with pytest.raises(BenchError):
+        payload_template(20)
     # The MQTT remaining-length examples of the specification, section 2.2.3.
-    assert bench._varint(0) == b"\x00"
-    assert bench._varint(127) == b"\x7f"
-    assert bench._varint(321) == b"\xc1\x02"
-    assert bench._varint(16384) == b"\x80\x80\x01"
+    assert mqtt._varint(0) == b"\x00"
+    assert mqtt._varint(127) == b"\x7f"
+    assert mqtt._varint(321) == b"\xc1\x02"
+    assert mqtt._varint(16384) == b"\x80\x80\x01"

@@ -1,0 +1,277 @@
+"""
+The throughput run: N sender->receiver pairs, each worker process driving
+its slice of them from one epoll loop, and the figures that come out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import resource
+import select
+import time
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from hypertcp.bench.message import payload_template
+from hypertcp.bench.report import Progress
+from hypertcp.bench.sockets import IN, OUT, Conn, open_many, socket_pairs
+from hypertcp.bench.workers import gather, ready, spawn, stop
+
+if TYPE_CHECKING:
+    from hypertcp.bench.peers import Broker
+
+DRAIN = 5.0  # seconds after the run for what is in flight to arrive
+
+
+class Pair:
+    """A sender and its receiver, and the count of what went between them."""
+
+    __slots__ = ("index", "sender", "receiver", "template", "sent", "expected", "unique",
+                 "dups", "bad", "refused")
+
+    def __init__(self, index: int, template: bytes) -> None:
+        self.index = index
+        self.template = template
+        self.sent = self.expected = self.unique = 0
+        self.dups = self.bad = self.refused = 0
+
+
+def _connect_pairs(proto: Any, address: Optional[tuple[str, int]], first: int, count: int,
+                   size: int) -> list[Pair]:
+    inner = payload_template(size)
+    pairs = []
+    for i in range(first, first + count):
+        pairs.append(Pair(i, proto.template(f"bench-s-{i}", f"bench-r-{i}", inner)))
+    if address is None:
+        ends = socket_pairs(count)
+        for pair, (near, far) in zip(pairs, ends):
+            pair.sender, pair.receiver = Conn(near, pair, False), Conn(far, pair, True)
+        return pairs
+    # Receivers first, so the first message finds its target logged in.
+    receivers = open_many(address, [(proto.hello(f"bench-r-{p.index}", True), proto.welcome(True))
+                                    for p in pairs])
+    senders = open_many(address, [(proto.hello(f"bench-s-{p.index}", False), proto.welcome(False))
+                                  for p in pairs])
+    for pair, (rsock, rrest), (ssock, srest) in zip(pairs, receivers, senders):
+        pair.receiver = Conn(rsock, pair, True, rrest)
+        pair.sender = Conn(ssock, pair, False, srest)
+    return pairs
+
+
+def drive(proto: Any, pairs: list[Pair], *, go: float, warmup: float, duration: float,
+          rate: float, window: int, ack: bool, report: Callable[[int], None]) -> dict:
+    """
+    Run the load on C{pairs} and return the counts.  As fast as possible
+    (C{rate} 0), each sender keeps at most C{window} messages on their way
+    to its receiver, and sends more as they arrive.  At a fixed rate, message
+    C{g} of this worker is due at C{go + g / rate}, round robin over the
+    pairs, and carries that due time as its send time: a server that falls
+    behind shows as latency, not as a quietly lower rate.
+    """
+    ep = select.epoll()
+    by_fd: dict[int, Conn] = {}
+    for pair in pairs:
+        for conn in (pair.sender, pair.receiver):
+            by_fd[conn.fd] = conn
+            ep.register(conn.fd, IN)
+    batch, receive, answers = proto.batch, proto.receive, proto.answers
+    lat = array.array("q")
+    closed = 0
+    out: list[bytes] = []
+
+    def send(conn: Conn, data: bytes) -> None:
+        nonlocal closed
+        if conn.outbuf:
+            conn.outbuf += data
+            return
+        try:
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            if conn.open:
+                conn.open = False
+                closed += 1
+                ep.unregister(conn.fd)
+            return
+        if sent < len(data):
+            conn.outbuf = data[sent:]
+            ep.modify(conn.fd, IN | OUT)
+
+    def top_up(pair: Pair, count: int, ts: int, step: int) -> None:
+        data = batch(pair.template, pair.sent, count, ts, step)
+        pair.sent += count
+        send(pair.sender, data)
+
+    count = len(pairs)
+    win_start = go + warmup
+    win_end = win_start + duration
+    win_start_ns, win_end_ns = int(win_start * 1e9), int(win_end * 1e9)
+    in_window = 0
+    period = 1e9 / rate if rate else 0.0
+    due_sent = 0  # messages scheduled so far (fixed rate)
+    go_ns = int(go * 1e9)
+    while time.monotonic() < go:
+        time.sleep(min(go - time.monotonic(), 0.05))
+    if not rate:
+        now_ns = time.monotonic_ns()
+        for pair in pairs:
+            top_up(pair, window, now_ns, 0)
+    sending = True
+    stop_at = 0.0
+    next_report = go + 1.0
+    touched: list[Pair] = []
+    while True:
+        now = time.monotonic()
+        if sending and now >= win_end:
+            sending = False
+            stop_at = now + DRAIN
+        if not sending and (now >= stop_at or all(p.expected >= p.sent for p in pairs)):
+            break
+        if now >= next_report:
+            report(sum(p.unique for p in pairs))
+            next_report += 1.0
+        timeout = 0.05
+        if rate and sending:
+            due = int((now - go) * rate) + 1
+            if due > due_sent:
+                if due - due_sent < count:
+                    for g in range(due_sent, due):
+                        top_up(pairs[g % count], 1, go_ns + int(g * period), 0)
+                else:
+                    for i, pair in enumerate(pairs):
+                        owed = (due - i + count - 1) // count - pair.sent
+                        if owed > 0:
+                            top_up(pair, owed, go_ns + int((pair.sent * count + i) * period),
+                                   int(count * period))
+                due_sent = due
+            # epoll sleeps in whole milliseconds and oversleeping would show
+            # as latency, so it sleeps only when the next message is far off;
+            # closer, short naps leave the broker its CPU (no busy wait).
+            left = go + due_sent / rate - time.monotonic()
+            timeout = left - 0.0015 if left > 0.0025 else 0
+        events = ep.poll(timeout)
+        if not events and not timeout and rate and sending:
+            time.sleep(0.0001)
+        for fd, event in events:
+            conn = by_fd[fd]
+            if event & OUT and conn.outbuf:
+                data, conn.outbuf = conn.outbuf, b""
+                send(conn, data)
+                if not conn.outbuf and conn.open:
+                    ep.modify(fd, IN)
+            if not event & (IN | select.EPOLLERR | select.EPOLLHUP) or not conn.open:
+                continue
+            buf = conn.read(ep)
+            if buf is None:
+                continue
+            if not buf:
+                closed += 1
+                continue
+            pair = conn.pair
+            if conn.receiver:
+                now_ns = time.monotonic_ns()
+                measured = win_start_ns <= now_ns < win_end_ns
+                before = pair.unique
+                used = receive(pair, buf, now_ns, lat if measured else None, out, ack)
+                if measured:
+                    in_window += pair.unique - before
+                if sending and not rate:
+                    touched.append(pair)
+            else:
+                used = answers(pair, buf, out)[0]
+            conn.inbuf = buf[used:] if used < len(buf) else b""
+            if out:
+                send(conn, b"".join(out))
+                out.clear()
+        if touched:
+            now_ns = time.monotonic_ns()
+            for pair in touched:
+                room = window - (pair.sent - pair.expected)
+                if room > 0 and not pair.sender.outbuf and pair.sender.open:
+                    top_up(pair, room, now_ns, 0)
+            touched.clear()
+    ep.close()
+    for conn in by_fd.values():
+        conn.sock.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "sent": sum(p.sent for p in pairs),
+        "delivered": sum(p.unique for p in pairs),
+        "in_window": in_window,
+        "lost": sum(p.sent - p.unique for p in pairs),
+        "duplicated": sum(p.dups for p in pairs),
+        "malformed": sum(p.bad for p in pairs),
+        "refused": sum(p.refused for p in pairs),
+        "closed": closed,
+        "latencies": lat,
+        "bench_cpu": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def _job(proto: Any, address: Optional[tuple[str, int]], first: int, count: int, opts: dict,
+         pipe: Connection) -> dict:
+    """A worker's part of the run: connect its pairs, then drive them from the start time."""
+    pairs = _connect_pairs(proto, address, first, count, opts["payload"])
+    go, report = ready(pipe)
+    # This process's share of a fixed total rate is its share of the pairs.
+    return drive(proto, pairs, go=go, warmup=opts["warmup"], duration=opts["duration"],
+                 rate=opts["rate"] * count / opts["pairs"], window=opts["window"],
+                 ack=opts["ack"], report=report)
+
+
+def _percentile(ordered: list[int], q: float) -> Optional[float]:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+
+def run_pairs(broker: Broker, args: argparse.Namespace) -> dict:
+    """One throughput run against C{broker}; the figures as a dict."""
+    opts = {"pairs": args.pairs, "payload": args.payload, "warmup": args.warmup,
+            "duration": args.duration, "rate": args.rate, "window": args.window,
+            "ack": args.ack}
+    workers = spawn(_job, broker, args.pairs, args.procs, opts)
+    try:
+        gather(workers, "ready", broker, lambda n: None, 600)
+        go = time.monotonic() + 0.2
+        for _, pipe in workers:
+            pipe.send(go)
+        progress = Progress(broker.name, "delivered", args.quiet)
+        # The server's CPU and memory, sampled at the edges of the measured window.
+        edges = [go + args.warmup, go + args.warmup + args.duration]
+        marks: list[Optional[float]] = []
+        memory: dict[str, Optional[int]] = {}
+
+        def tick() -> None:
+            while len(marks) < 2 and time.monotonic() >= edges[len(marks)]:
+                marks.append(broker.cpu())
+                if len(marks) == 2:
+                    memory.update(broker.memory())
+
+        results = gather(workers, "done", broker, progress,
+                         args.warmup + args.duration + DRAIN + 60, tick)
+        tick()  # the workers stop sending at the window's end, so it has passed
+    finally:
+        stop(workers)
+    progress.done()
+    lat = array.array("q")
+    for r in results:
+        lat.extend(r["latencies"])
+    ordered = sorted(lat)
+    figures: dict[str, Any] = {key: sum(r[key] for r in results) for key in (
+        "sent", "delivered", "lost", "duplicated", "malformed", "refused", "closed")}
+    in_window = sum(r["in_window"] for r in results)
+    cpu = marks[1] - marks[0] if len(marks) == 2 and marks[0] is not None else None
+    figures.update({
+        "msgs_per_s": in_window / args.duration,
+        "p50_ms": _percentile(ordered, 0.50),
+        "p99_ms": _percentile(ordered, 0.99),
+        "max_ms": ordered[-1] / 1e6 if ordered else None,
+        "server_cpu_s": cpu,
+        "server_peak_rss_mb": memory["peak_kb"] / 1024 if memory.get("peak_kb") else None,
+        "msgs_per_cpu_s": in_window / cpu if cpu else None,
+        "bench_cpu_s": sum(r["bench_cpu"] for r in results),
+    })
+    return figures

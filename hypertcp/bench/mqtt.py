@@ -1,0 +1,104 @@
+"""
+MQTT 3.1.1 at QoS 0, one topic per receiving device, as the load generator
+speaks it to Mosquitto: the few packets needed, built and read here, so
+there is no MQTT dependency.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any, Optional
+
+from hypertcp.bench.message import count, literal
+
+if TYPE_CHECKING:
+    from hypertcp.bench.load import Pair
+
+
+def _varint(n: int) -> bytes:
+    """An MQTT remaining length."""
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+class MQTT:
+    """CONNECT, SUBSCRIBE, PUBLISH and PINGREQ out; CONNACK, SUBACK, PUBLISH and PINGRESP in."""
+
+    name = "mosquitto"
+    CONNACK = b"\x20\x02\x00\x00"
+    SUBACK = b"\x90\x03\x00\x01\x00"
+    PINGREQ = b"\xc0\x00"
+
+    def __init__(self, keepalive: int = 0) -> None:
+        self.keepalive = keepalive
+
+    def hello(self, device: str, receiver: bool) -> bytes:
+        body = (_string("MQTT") + bytes((4, 0x02)) + struct.pack("!H", self.keepalive)
+                + _string(device))
+        connect = b"\x10" + _varint(len(body)) + body
+        if not receiver:
+            return connect
+        body = b"\x00\x01" + _string(f"bench/{device}") + b"\x00"
+        return connect + b"\x82" + _varint(len(body)) + body
+
+    def welcome(self, receiver: bool) -> bytes:
+        return self.CONNACK + self.SUBACK if receiver else self.CONNACK
+
+    def template(self, sender: str, receiver: str, inner: bytes) -> bytes:
+        topic = _string(f"bench/{receiver}")
+        length = len(topic) + len(inner % (0, 0))
+        return literal(b"\x30" + _varint(length) + topic) + inner
+
+    @staticmethod
+    def batch(template: bytes, seq: int, count: int, ts: int, step: int) -> bytes:
+        return b"".join([template % (s, ts + (s - seq) * step) for s in range(seq, seq + count)])
+
+    def heartbeat(self, msg_id: int) -> bytes:
+        return self.PINGREQ
+
+    @staticmethod
+    def receive(pair: Pair, buf: bytes, now: int, lat: Any, out: list, ack: bool) -> int:
+        """Count the PUBLISH packets on a receiver's stream; QoS 0 is never acknowledged."""
+        off, end = 0, len(buf)
+        spans = []
+        while end - off >= 2:
+            first = buf[off]
+            length = buf[off + 1]
+            i = off + 2
+            if length & 0x80:
+                length &= 0x7F
+                shift = 7
+                while True:
+                    if i >= end:
+                        length = -1
+                        break
+                    digit = buf[i]
+                    i += 1
+                    length |= (digit & 0x7F) << shift
+                    if not digit & 0x80:
+                        break
+                    shift += 7
+                if length < 0:
+                    break
+            stop = i + length
+            if stop > end:
+                break
+            if first & 0xF0 == 0x30:
+                spans.append((i, stop))
+            off = stop
+        count(pair, buf, spans, now, lat)
+        return off
+
+    @staticmethod
+    def answers(pair: Optional[Pair], buf: bytes, out: list) -> tuple[int, int]:
+        # QoS 0 publishes are never answered; only PINGRESP (2 bytes) comes.
+        return len(buf) - len(buf) % 2, len(buf) // 2

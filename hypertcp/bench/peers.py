@@ -1,0 +1,164 @@
+"""
+The servers a run goes through: our server or Mosquitto, started here and
+stopped after, a running server, or the sink (no broker at all); and the
+CPU and memory of their processes, read from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from hypertcp.bench.errors import BenchError
+from hypertcp.bench.frames import HyperTCP, Sink
+from hypertcp.bench.mqtt import MQTT
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+LISTENING = re.compile(r"HyperTCP tcp listening on ([\d.]+):(\d+)")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """A process's current (VmRSS) and peak (VmHWM) resident memory in KiB."""
+    found = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                found[line[:5]] = int(line.split()[1])
+    return {"rss_kb": found.get("VmRSS", 0), "peak_kb": found.get("VmHWM", 0)}
+
+
+class Broker:
+    """
+    A server under test: where it listens, and its pid when we know it (then
+    its CPU and memory are measured).  Started by us, it is stopped on exit.
+    """
+
+    def __init__(self, name: str, proto: Any, address: Optional[tuple[str, int]],
+                 pid: Optional[int] = None, proc: Optional[subprocess.Popen] = None,
+                 workdir: Optional[tempfile.TemporaryDirectory] = None) -> None:
+        self.name = name
+        self.proto = proto
+        self.address = address
+        self.pid = pid
+        self.proc = proc
+        self.workdir = workdir
+        self.lines: list[str] = []
+
+    def cpu(self) -> Optional[float]:
+        return proc_cpu(self.pid) if self.pid else None
+
+    def memory(self) -> dict[str, Optional[int]]:
+        return proc_memory(self.pid) if self.pid else {"rss_kb": None, "peak_kb": None}
+
+    def check(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(f"{self.name} exited ({self.proc.returncode}):\n"
+                             + "".join(self.lines[-30:]))
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            del self.lines[:-200]
+
+    def start_reading(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.workdir is not None:
+            self.workdir.cleanup()
+
+
+def start_hypertcp(extra: list[str]) -> Broker:
+    """C{twistd -n hypertcp} on a loopback port the OS picks, with a fresh fleet token."""
+    from hypertcp.tokens import TokenStore
+
+    workdir = tempfile.TemporaryDirectory(prefix="hypertcp-bench-")
+    tokens = Path(workdir.name) / "tokens.json"
+    secret = TokenStore(tokens).add("bench", role="fleet")
+    argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "hypertcp", "--listen", "tcp:0:interface=127.0.0.1",
+            "--tokens", str(tokens), "--rate-limit", "0", *extra]
+    proc = subprocess.Popen(argv, cwd=workdir.name, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    broker = Broker("HyperTCP", HyperTCP(secret), None, proc.pid, proc, workdir)
+    deadline = time.monotonic() + 30
+    assert proc.stdout
+    for line in proc.stdout:
+        broker.lines.append(line)
+        found = LISTENING.search(line)
+        if found:
+            broker.address = (found.group(1), int(found.group(2)))
+            break
+        if time.monotonic() > deadline:
+            break
+    if broker.address is None:
+        broker.stop()
+        raise BenchError("the HyperTCP server did not start:\n" + "".join(broker.lines[-30:]))
+    broker.start_reading()
+    return broker
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mosquitto(keepalive: int = 0) -> Optional[Broker]:
+    """Debian's mosquitto on a loopback port, or None when it is not installed."""
+    binary = MOSQUITTO if os.path.exists(MOSQUITTO) else shutil.which("mosquitto")
+    if binary is None:
+        return None
+    workdir = tempfile.TemporaryDirectory(prefix="hypertcp-bench-mosquitto-")
+    port = _free_port()
+    conf = Path(workdir.name) / "mosquitto.conf"
+    # Debian's defaults, plus a loopback listener open to anonymous clients,
+    # no persistence (HyperTCP stores nothing either), and quiet logs.
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "log_dest stdout\nlog_type error\nlog_type warning\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], cwd=workdir.name, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    broker = Broker("Mosquitto", MQTT(keepalive), ("127.0.0.1", port), proc.pid, proc, workdir)
+    broker.start_reading()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(broker.address, timeout=1).close()
+            return broker
+        except OSError:
+            broker.check()
+            if time.monotonic() > deadline:
+                broker.stop()
+                raise BenchError("mosquitto did not start listening:\n" + "".join(broker.lines))
+            time.sleep(0.05)
+
+
+def sink() -> Broker:
+    """No broker: the load generator's sockets are connected to each other."""
+    return Broker("sink", Sink(""), None)

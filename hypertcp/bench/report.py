@@ -1,0 +1,132 @@
+"""
+What a run shows: the progress line on stderr while it goes, then the
+figures of every server side by side with their ratios to the baseline, as
+a table or as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+class Progress:
+    """One line on stderr, rewritten each second, with the rate since the last."""
+
+    def __init__(self, label: str, unit: str, quiet: bool) -> None:
+        self.label, self.unit, self.quiet = label, unit, quiet
+        self.started = self.last_time = time.monotonic()
+        self.last = 0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, count: int) -> None:
+        now = time.monotonic()
+        if self.quiet or now - self.last_time < 0.9:
+            return
+        rate = (count - self.last) / (now - self.last_time)
+        self.last, self.last_time = count, now
+        line = (f"{self.label:>10}  {now - self.started:5.1f} s  {count:>12,} {self.unit}"
+                f"  {rate:>10,.0f}/s")
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty and not self.quiet and self.last:
+            print(file=sys.stderr)
+
+
+PAIR_ROWS = [
+    ("msgs_per_s", "delivered msgs/s", "{:,.0f}"),
+    ("p50_ms", "latency p50 ms", "{:.3f}"),
+    ("p99_ms", "latency p99 ms", "{:.3f}"),
+    ("max_ms", "latency max ms", "{:.2f}"),
+    ("sent", "sent", "{:,}"),
+    ("delivered", "delivered", "{:,}"),
+    ("lost", "lost", "{:,}"),
+    ("duplicated", "duplicated", "{:,}"),
+    ("refused", "refused by server", "{:,}"),
+    ("closed", "connections closed", "{:,}"),
+    ("server_cpu_s", "server CPU s", "{:.2f}"),
+    ("server_peak_rss_mb", "server peak RSS MB", "{:.1f}"),
+    ("msgs_per_cpu_s", "msgs per server CPU s", "{:,.0f}"),
+    ("bench_cpu_s", "load generator CPU s", "{:.2f}"),
+]
+IDLE_ROWS = [
+    ("connections", "connections", "{:,}"),
+    ("connect_s", "connect + login s", "{:.1f}"),
+    ("rss_before_mb", "server RSS before MB", "{:.1f}"),
+    ("rss_after_mb", "server RSS after MB", "{:.1f}"),
+    ("rss_per_conn_kb", "server RSS per conn KB", "{:.2f}"),
+    ("idle_cpu_s", "server CPU s idle", "{:.2f}"),
+    ("idle_cpu_percent", "server CPU % idle", "{:.2f}"),
+    ("heartbeats", "heartbeats sent", "{:,}"),
+    ("answered", "heartbeats answered", "{:,}"),
+    ("closed", "connections closed", "{:,}"),
+]
+# Figures where a ratio to the baseline says something.
+RATIOS = ("msgs_per_s", "p50_ms", "p99_ms", "max_ms", "server_cpu_s", "server_peak_rss_mb",
+          "msgs_per_cpu_s", "rss_per_conn_kb", "idle_cpu_s")
+
+
+def ratios(runs: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Every run's figures as ratios to the baseline's (the first peer run)."""
+    names = list(runs)
+    base = runs.get("mosquitto") or (runs[names[1]] if len(names) > 1 else None)
+    if base is None:
+        return {}
+    out = {}
+    for name, figures in runs.items():
+        if figures is base:
+            continue
+        out[name] = {k: figures[k] / base[k] for k in RATIOS
+                     if figures.get(k) is not None and base.get(k)}
+    return out
+
+
+def table(runs: dict[str, dict], rows: list, brokers: dict[str, str]) -> str:
+    """The figures of every run side by side, and each against the baseline."""
+    names = list(runs)
+    rel = ratios(runs)
+    header = ["", *[brokers[n] for n in names]]
+    rel_names = [n for n in names if n in rel]
+    base_name = next((brokers[n] for n in names if n not in rel and rel), "")
+    header += [f"{brokers[n]}/{base_name}" for n in rel_names]
+    lines = [header]
+    for key, label, fmt in rows:
+        row = [label]
+        for name in names:
+            value = runs[name].get(key)
+            row.append("-" if value is None else fmt.format(value))
+        for name in rel_names:
+            value = rel[name].get(key)
+            row.append("" if value is None else f"{value:.2f}x")
+        lines.append(row)
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
+                               for i, cell in enumerate(r)).rstrip() for r in lines)
+
+
+def show(args: argparse.Namespace, runs: dict[str, dict], brokers: dict[str, str]) -> None:
+    """Print the scenario and every run's figures: a table, or JSON with C{--json}."""
+    idle = args.idle is not None
+    scenario = {"pairs": args.pairs, "payload": args.payload, "rate": args.rate,
+                "window": args.window, "ack": args.ack, "duration": args.duration,
+                "warmup": args.warmup, "procs": args.procs}
+    if idle:
+        scenario = {"idle": args.idle, "idle_time": args.idle_time,
+                    "heartbeat": args.heartbeat, "procs": args.procs}
+    if args.json:
+        print(json.dumps({"scenario": scenario, "runs": runs, "ratios": ratios(runs)}, indent=2))
+        return
+    if idle:
+        print(f"idle fleet: {args.idle:,} logged-in connections, a heartbeat every "
+              f"{args.heartbeat:g} s, measured over {args.idle_time:g} s")
+    else:
+        rate = f"{args.rate:,.0f} msgs/s in total" if args.rate else \
+            f"as fast as possible, window {args.window} per sender"
+        print(f"{args.pairs:,} pairs, {args.payload}-byte payload, {rate}, receivers "
+              f"{'ack' if args.ack else 'do not ack'}, {args.duration:g} s "
+              f"after {args.warmup:g} s warm-up, {args.procs} load process(es)")
+    print(table(runs, IDLE_ROWS if idle else PAIR_ROWS, brokers))
