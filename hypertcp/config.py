@@ -127,6 +127,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                 "seconds a new connection has to log in"),
         "ack_timeout": Option(_float(0.1), "10",
                               "seconds a delivery that asked for an acknowledgement waits for it"),
+        "max_connections": Option(_int(0), "50000",
+                                  "open connections at most, over every listener; 0 is no limit"),
     },
     "tls": {
         "listen": Option(_words, "",

@@ -455,6 +455,16 @@ class HyperTCPFactory(ServerFactory):
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
 
+    def buildProtocol(self, addr: Any) -> Optional[Session]:
+        limit = self.limits.max_connections
+        if limit and len(self.sessions) >= limit:
+            # Returning None makes Twisted close the connection at once.
+            self.count("max_connections")
+            self.log.warn("{addr}: refused: {limit} connections already open",
+                          addr=getattr(addr, "host", addr), limit=limit)
+            return None
+        return super().buildProtocol(addr)
+
     def connection_opened(self, session: Session) -> None:
         self.sessions.add(session)
         self.count("connections")

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import Daemon, add_token
+from tests.firmware import build, device  # noqa: F401 (fixtures: the ESP32 host build)
 
 
 @pytest.fixture

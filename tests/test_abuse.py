@@ -9,11 +9,12 @@ import json
 import random
 import socket
 import threading
+import time
 
 import pytest
 
 from hypertcp.wire import Command, Status, encode
-from tests.raw import Raw
+from tests.raw import Closed, Raw
 
 
 @pytest.fixture
@@ -194,3 +195,23 @@ def test_a_reader_that_never_reads_costs_bounded_memory(start_daemon, token):
     assert bystander.request(Command.PING) == Status.SUCCESS
     sender.close()
     bystander.close()
+
+
+def test_connections_past_max_connections_are_closed_at_once(start_daemon, token):
+    server = start_daemon("--set", "limits.max_connections=2")
+    with Raw(server.port) as one, Raw(server.port) as two:
+        assert one.login(token("one")) == Status.SUCCESS
+        assert two.request(Command.PING) == Status.SUCCESS
+        with Raw(server.port) as three:
+            assert three.wait_closed()
+        server.wait_for_log("2 connections already open")
+        assert one.request(Command.PING) == Status.SUCCESS
+    # Room again once one has gone.
+    deadline = time.monotonic() + 10
+    while True:
+        with Raw(server.port) as again:
+            try:
+                if again.request(Command.PING, timeout=2) == Status.SUCCESS:
+                    break
+            except (Closed, TimeoutError, OSError):
+                assert time.monotonic() < deadline

@@ -22,7 +22,6 @@ from hypertcp.client import Client
 from hypertcp.wire import Command, Status
 from tests.daemon import Daemon
 from tests.raw import Raw
-from tests.test_firmware import build, device  # noqa: F401 (fixtures: the ESP32 library's host build)
 from tests.test_manhole import Console, keygen, known_hosts
 from tests.test_tls import make_certs
 
