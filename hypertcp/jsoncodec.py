@@ -20,6 +20,9 @@ import orjson
 
 #: Raised by L{loads} for anything that is not JSON; a ValueError.
 JSONDecodeError = orjson.JSONDecodeError
+#: Raised by L{dumps} for what JSON cannot carry on, such as nesting deeper
+#: than orjson writes (255), though it reads more; a TypeError.
+JSONEncodeError = orjson.JSONEncodeError
 
 
 def loads(data: Union[bytes, str]) -> Any:

@@ -235,17 +235,25 @@ class Session(FrameReceiver):
             d.callback(Status.TIMEOUT)
             return d
         msg_id = self.deliver(command, body)
+        # 65,535 frames later the id comes round again: an older wait still
+        # holding it can never be told apart, so it ends now.
+        older = self._pending_acks.get(msg_id)
+        if older is not None:
+            older.callback(Status.TIMEOUT)
         self._pending_acks[msg_id] = d
         d.addTimeout(timeout, self.factory.clock, onTimeoutCancel=lambda *_: Status.TIMEOUT)
-        d.addBoth(self._forget_ack, msg_id)
+        d.addBoth(self._forget_ack, msg_id, d)
         return d
 
-    def _forget_ack(self, result: Any, msg_id: int) -> Any:
-        self._pending_acks.pop(msg_id, None)
+    def _forget_ack(self, result: Any, msg_id: int, d: Deferred) -> Any:
+        if self._pending_acks.get(msg_id) is d:
+            del self._pending_acks[msg_id]
         return result
 
     def redirect(self, host: str, port: int, tls: bool = False) -> None:
         """Tell the peer to log in at another server, then close shortly after."""
+        if self.closing_reason is not None or self.transport.disconnecting:
+            return
         target = {"server": host, "port": port}
         if tls:
             target["tls"] = True
@@ -295,6 +303,8 @@ class Session(FrameReceiver):
             self.respond(event.msg_id, Status.ILLEGAL_COMMAND_BODY)
 
     def frameReceived(self, frame: Frame) -> None:
+        if self.dropped:  # aborting does not mark the transport disconnecting
+            return
         command = frame.command
         if command == RESPONSE:
             # An acknowledgement of something we delivered; never answered.
@@ -388,6 +398,10 @@ class Session(FrameReceiver):
             return
         try:
             result = self.factory.hub.route(self, target, payload, bool(body.get("ack")))
+        except jsoncodec.JSONEncodeError as e:
+            # It parsed, but cannot be written again (nested too deeply): bad input.
+            self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, f"payload cannot be relayed: {e}")
+            return
         except Exception:
             self.log.failure("{peer} ({device}): routing failed", peer=self.peer,
                              device=self.device_id)
@@ -510,6 +524,15 @@ class HyperTCPFactory(ServerFactory):
         if not changed:
             return
         self.log.info("token file {path} reloaded", path=self.tokens.path)
+        # Live sessions follow their token's record: an edit that narrows
+        # what it may do applies now, not at the device's next login.
         for session in list(self.sessions):
-            if session.token is not None and not self.tokens.is_live(session.token.hash):
+            if session.token is None:
+                continue
+            fresh = self.tokens.live(session.token.hash)
+            if fresh is None:
                 session.close(f"token {session.token.name} revoked")
+            elif fresh.role != session.token.role or not fresh.may_use(session.device_id):
+                session.close(f"token {fresh.name} changed: log in again")
+            else:
+                session.token = fresh

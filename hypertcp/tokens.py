@@ -88,6 +88,7 @@ class TokenStore:
         self._records: list[TokenRecord] = []
         self._by_hash: dict[str, TokenRecord] = {}
         self._stamp: Optional[tuple[int, int]] = None
+        self._loaded = False
         self.reload()
 
     def _file_stamp(self) -> Optional[tuple[int, int]]:
@@ -100,8 +101,12 @@ class TokenStore:
     def reload(self) -> bool:
         """Re-read the file if it changed; return whether it did."""
         stamp = self._file_stamp()
-        if stamp == self._stamp and self._stamp is not None:
+        if stamp == self._stamp and self._loaded:
             return False
+        if stamp is None and self._records:
+            # A file that vanishes is an accident more often than a decision
+            # to lock every device out: keep the tokens, and say so.
+            raise FileNotFoundError(f"{self.path} has gone; the tokens loaded before stay in force")
         records: list[TokenRecord] = []
         if stamp is not None:
             with open(self.path, encoding="utf-8") as f:
@@ -112,6 +117,7 @@ class TokenStore:
         self._records = records
         self._by_hash = {r.hash: r for r in records if not r.revoked}
         self._stamp = stamp
+        self._loaded = True
         return True
 
     @property
@@ -122,8 +128,9 @@ class TokenStore:
         """The live record for a presented token, or None."""
         return self._by_hash.get(digest(secret))
 
-    def is_live(self, token_hash: str) -> bool:
-        return token_hash in self._by_hash
+    def live(self, token_hash: str) -> Optional[TokenRecord]:
+        """The current record of a token that is still live, or None."""
+        return self._by_hash.get(token_hash)
 
     def list(self) -> list[TokenRecord]:
         return list(self._records)

@@ -215,3 +215,13 @@ def test_connections_past_max_connections_are_closed_at_once(start_daemon, token
                     break
             except (Closed, TimeoutError, OSError):
                 assert time.monotonic() < deadline
+
+
+def test_a_payload_nested_too_deeply_to_relay_is_a_bad_body(server, token, bystander):
+    deep = "[" * 300 + "]" * 300  # orjson reads this, but writes at most 255 levels
+    body = ('{"targetId": "bystander", "payload": {"x": %s}}' % deep).encode()
+    with logged_in(server, token) as peer:
+        assert peer.request(Command.JSON_MESSAGE, body) == Status.ILLEGAL_COMMAND_BODY
+        assert peer.request(Command.PING) == Status.SUCCESS
+    assert not bystander.inbox
+    server.wait_for_log("cannot be relayed")

@@ -322,3 +322,29 @@ def test_an_observer_gets_a_large_fleet_snapshot_without_being_dropped(start_dae
     finally:
         for peer in devices:
             peer.close()
+
+
+def test_a_narrowed_token_applies_to_live_sessions(server, token, tokens_file):
+    with sketch(server.port, token("roamer")) as roamer, sketch(server.port, token("other")):
+        msg_id = roamer.send_json(Command.JSON_MESSAGE, {"targetId": "other", "payload": {}})
+        assert roamer.answer_to(msg_id) == Status.SUCCESS
+        data = json.loads(tokens_file.read_text())
+        for record in data["tokens"]:
+            if record["name"] == "roamer":
+                record["reach"] = ["server"]
+        reloads = server.output.count("reloaded")
+        tokens_file.write_text(json.dumps(data))
+        server.wait_for(lambda: server.output.count("reloaded") > reloads, 10, "a reload")
+        msg_id = roamer.send_json(Command.JSON_MESSAGE, {"targetId": "other", "payload": {}})
+        assert roamer.answer_to(msg_id) == Status.NOT_ALLOWED
+        assert roamer.request(Command.PING) == Status.SUCCESS, "still connected"
+
+
+def test_a_vanished_token_file_keeps_the_tokens_in_force(server, token, tokens_file):
+    secret = token("survivor")
+    with sketch(server.port, secret) as peer:
+        tokens_file.unlink()
+        server.wait_for_log("has gone")
+        assert peer.request(Command.PING) == Status.SUCCESS
+        with Raw(server.port) as again:
+            assert again.login(secret) == Status.SUCCESS
