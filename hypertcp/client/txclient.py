@@ -146,6 +146,14 @@ class HyperTCPClientProtocol(FrameReceiver):
 
     # -- incoming frames --
 
+    def _handle(self, handler: Callable[[Message], Any], frame: Frame) -> None:
+        # The application's bug is logged; it must not cost the connection
+        # and every request still waiting on it.
+        try:
+            handler(parse_delivery(frame))
+        except Exception:
+            self.log.failure("the message handler raised on {frame}", frame=frame)
+
     def frameReceived(self, frame: Frame) -> None:
         command = frame.command
         if command == Command.RESPONSE:
@@ -156,10 +164,10 @@ class HyperTCPClientProtocol(FrameReceiver):
             # Acknowledge first: the sender's end-to-end ack should not wait
             # on (or be lost to) the application's handler.
             self.transport.write(response(frame.msg_id))
-            self.messageReceived(parse_delivery(frame))
+            self._handle(self.messageReceived, frame)
         elif command == Command.BROADCAST:
             self.transport.write(response(frame.msg_id))
-            self.broadcastReceived(parse_delivery(frame))
+            self._handle(self.broadcastReceived, frame)
         elif command == Command.PING:
             self.transport.write(response(frame.msg_id))
         elif command == Command.REDIRECT:
