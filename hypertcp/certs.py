@@ -29,6 +29,8 @@ CA_NAME = "HyperTCP development CA"
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
     # Keys are created 0600 from the start, never world-readable for a moment.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+    if secret:  # the mode above applies only to a file it creates
+        os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 

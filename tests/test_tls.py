@@ -185,3 +185,10 @@ def test_the_command_line_speaks_tls_with_a_ca(start_daemon, token, certs: Path)
     refused = hypertcp("ping", *common, "--tls")
     assert refused.returncode == 1
     assert "certificate" in refused.stderr.lower()
+
+
+def test_reissuing_over_a_readable_key_makes_it_private_again(tmp_path: Path) -> None:
+    out = make_certs(tmp_path / "c", "--host", "broker.example")
+    (out / "server.key").chmod(0o644)
+    make_certs(out, "--host", "broker.example")
+    assert oct((out / "server.key").stat().st_mode & 0o777) == "0o600"
