@@ -320,8 +320,10 @@ class BalancerSession(FrameReceiver):
         self.host = getattr(addr, "host", "?")
         self.peer = f"{self.host}:{getattr(addr, 'port', 0)}"
         self._timer = node.clock.callLater(node.limits.login_timeout, self._expired)
+        self.factory.open += 1
 
     def connectionLost(self, reason: Any = None) -> None:
+        self.factory.open -= 1
         if self._timer.active():
             self._timer.cancel()
 
@@ -389,6 +391,11 @@ class BalancerFactory(ServerFactory):
     def __init__(self, balancer: Balancer, node: HyperTCPFactory) -> None:
         self.balancer = balancer
         self.node = node
+        self.open = 0
+
+    def buildProtocol(self, addr: Any) -> Optional[BalancerSession]:
+        # The node's cap counts the balancer's connections on their own.
+        return super().buildProtocol(addr) if self.node.admit(addr, self.open) else None
 
 
 def makeService(config: Any, node: HyperTCPFactory, certificate: Any = None,

@@ -34,6 +34,9 @@ RESPONSE, PING, LOGIN = Command.RESPONSE, Command.PING, Command.LOGIN
 JSON_MESSAGE, BROADCAST, SUCCESS = Command.JSON_MESSAGE, Command.BROADCAST, Status.SUCCESS
 MAX_DEVICE_ID = 128
 STRIKE_WINDOW = 10.0
+# RESPONSE frames a peer may send beyond the frames it was sent: acks are
+# never answered or rate-limited, so past this they are a flood.
+SPARE_RESPONSES = 1000
 
 
 class LoginRefused(Exception):
@@ -131,6 +134,9 @@ class Session(FrameReceiver):
         self._refilled = now
         self._strikes = 0
         self._strike_window = now
+        self._responses = 0
+        self._refusals_logged_at = now - STRIKE_WINDOW
+        self._refusals_unlogged = 0
         self._paused = False
         self._queued = 0
         self.transport.registerProducer(self, True)
@@ -308,6 +314,12 @@ class Session(FrameReceiver):
         command = frame.command
         if command == RESPONSE:
             # An acknowledgement of something we delivered; never answered.
+            self._responses += 1
+            if self._responses > self.messages_out + SPARE_RESPONSES:
+                self.factory.count("flood")
+                self.close(f"flood: {self._responses} RESPONSE frames for "
+                           f"{self.messages_out} frames sent to it")
+                return
             if self._pending_acks:
                 d = self._pending_acks.get(frame.msg_id)
                 if d is not None:
@@ -358,9 +370,18 @@ class Session(FrameReceiver):
 
     def _refuse(self, frame: Frame, status: int, why: str) -> None:
         self.factory.count(Status(status).name.lower())
-        self.log.warn("{peer} ({device}): {why}: {status}", peer=self.peer,
-                      device=self.device_id or "not logged in", why=why,
-                      status=Status(status).name)
+        # One line per peer per window, so a peer sending nothing but bad
+        # frames cannot turn the log into its flood.
+        if self.last_seen - self._refusals_logged_at >= STRIKE_WINDOW:
+            more = self._refusals_unlogged
+            self.log.warn("{peer} ({device}): {why}: {status}{more}", peer=self.peer,
+                          device=self.device_id or "not logged in", why=why,
+                          status=Status(status).name,
+                          more=f" ({more} more refusals unlogged since the last)" if more else "")
+            self._refusals_logged_at = self.last_seen
+            self._refusals_unlogged = 0
+        else:
+            self._refusals_unlogged += 1
         self.respond(frame.msg_id, status)
 
     def _login(self, frame: Frame) -> None:
@@ -469,15 +490,19 @@ class HyperTCPFactory(ServerFactory):
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
 
-    def buildProtocol(self, addr: Any) -> Optional[Session]:
+    def admit(self, addr: Any, open_now: int) -> bool:
+        """May one more connection open, with C{open_now} open on its listener?"""
         limit = self.limits.max_connections
-        if limit and len(self.sessions) >= limit:
-            # Returning None makes Twisted close the connection at once.
+        if limit and open_now >= limit:
             self.count("max_connections")
             self.log.warn("{addr}: refused: {limit} connections already open",
                           addr=getattr(addr, "host", addr), limit=limit)
-            return None
-        return super().buildProtocol(addr)
+            return False
+        return True
+
+    def buildProtocol(self, addr: Any) -> Optional[Session]:
+        # Returning None makes Twisted close the connection at once.
+        return super().buildProtocol(addr) if self.admit(addr, len(self.sessions)) else None
 
     def connection_opened(self, session: Session) -> None:
         self.sessions.add(session)

@@ -225,3 +225,21 @@ def test_a_payload_nested_too_deeply_to_relay_is_a_bad_body(server, token, bysta
         assert peer.request(Command.PING) == Status.SUCCESS
     assert not bystander.inbox
     server.wait_for_log("cannot be relayed")
+
+
+def test_a_flood_of_response_frames_is_closed(server, token, bystander):
+    with logged_in(server, token) as peer:
+        assert peer.request(Command.PING) == Status.SUCCESS
+        peer.sock.sendall(b"".join(encode(Command.RESPONSE, i % 65535 + 1) for i in range(1500)))
+        assert peer.wait_closed()
+    server.wait_for_log("RESPONSE frames for")
+
+
+def test_refusals_are_logged_once_per_window_not_once_per_frame(server, token, bystander):
+    with logged_in(server, token) as peer:
+        peer.sock.sendall(b"".join(encode(99, i) for i in range(1, 51)))
+        assert [peer.answer_to(i) for i in range(1, 51)] == [Status.ILLEGAL_COMMAND] * 50
+        host, port = peer.sock.getsockname()
+    # The server logs the close after every refusal: once it shows, the log is complete.
+    server.wait_for_log(f"{host}:{port} (dev) disconnected")
+    assert server.output.count("unknown command 99") == 1

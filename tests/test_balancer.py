@@ -253,6 +253,18 @@ def test_with_no_node_up_a_login_is_refused(start_balancer, token) -> None:
         assert raw.wait_closed(5)
 
 
+def test_the_balancer_keeps_to_max_connections(start_daemon, start_balancer, token) -> None:
+    node = start_daemon()
+    balancer = start_balancer([node.port], "--listen=", "--set", "limits.max_connections=1",
+                              expect=("balancer",))
+    with Raw(balancer.ports["balancer"]) as first:
+        assert first.request(Command.PING) == Status.SUCCESS
+        with Raw(balancer.ports["balancer"]) as second:
+            assert second.wait_closed()
+        balancer.wait_for_log("1 connections already open")
+        assert first.request(Command.PING) == Status.SUCCESS
+
+
 def test_a_balancer_alone_with_tls_everywhere(start_daemon, start_balancer, token,
                                              tmp_path: Path) -> None:
     certs = make_certs(tmp_path / "certs", "--host", "localhost", "--host", "127.0.0.1")
