@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from hypertcp.client import HyperTCPClientFactory, Message, clientService
 from hypertcp.client._common import status_name
 from hypertcp.framing import FrameReceiver
-from hypertcp.hub import CommandError, Hub
+from hypertcp.hub import CommandError, Hub, require_observer
 from hypertcp.service import Listener
 from hypertcp.session import HyperTCPFactory, LoginRefused
 from hypertcp.wire import Command, Frame, Oversize, Status, encode, response
@@ -275,8 +275,7 @@ class Balancer(MultiService):
         hub.register_command("undrain_backend", self._undrain_command)
 
     def _named(self, sender: Any, payload: dict, command: str) -> str:
-        if not sender.token.observer:
-            raise CommandError(Status.NOT_ALLOWED, f"{command} needs an observer token")
+        require_observer(sender, command)
         name = payload.get("backend")
         if not isinstance(name, str):
             raise CommandError(Status.ILLEGAL_COMMAND_BODY, f"{command} needs backend HOST:PORT")
@@ -287,8 +286,7 @@ class Balancer(MultiService):
         return name
 
     def _backends_command(self, hub: Hub, sender: Any, payload: dict) -> dict:
-        if not sender.token.observer:
-            raise CommandError(Status.NOT_ALLOWED, "backends needs an observer token")
+        require_observer(sender, "backends")
         return {"command": "backends", **self.status()}
 
     def _drain_command(self, hub: Hub, sender: Any, payload: dict) -> dict:

@@ -109,11 +109,12 @@ class Hub:
             "timestamp": int(time.time() * 1000), **extra}})
 
     def _presence(self, event: str, session: "Session") -> None:
-        if not self.observers:
-            return
-        body = self._event(event, session)
+        if self.observers:
+            self._to_observers(self._event(event, session), session)
+
+    def _to_observers(self, body: bytes, skip: "Session") -> None:
         for observer in self.observers:
-            if observer is not session:
+            if observer is not skip:
                 observer.deliver(Command.JSON_MESSAGE, body)
 
     def _event_to(self, observer: "Session", event: str, session: "Session", **extra: Any) -> None:
@@ -179,10 +180,8 @@ class Hub:
         handler = self.commands.get(name) if isinstance(name, str) else None
         if handler is None:
             if self.observers:
-                body = _dumps({"from": sender.device_id, "to": "server", "payload": payload})
-                for observer in self.observers:
-                    if observer is not sender:
-                        observer.deliver(Command.JSON_MESSAGE, body)
+                self._to_observers(
+                    _dumps({"from": sender.device_id, "to": "server", "payload": payload}), sender)
             return Status.SUCCESS
         try:
             reply = handler(self, sender, payload)
@@ -248,13 +247,13 @@ def _whoami(hub: Hub, sender: "Session", payload: dict) -> dict:
     return {"command": "whoami", "deviceId": sender.device_id, "role": sender.token.role}
 
 
-def _require_observer(sender: "Session", name: str) -> None:
+def require_observer(sender: "Session", name: str) -> None:
     if not sender.token.observer:
         raise CommandError(Status.NOT_ALLOWED, f"{name} needs an observer token")
 
 
 def _redirect(hub: Hub, sender: "Session", payload: dict) -> dict:
-    _require_observer(sender, "redirect")
+    require_observer(sender, "redirect")
     host, port, device = payload.get("server"), payload.get("port"), payload.get("deviceId")
     if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536 \
             or (device is not None and not isinstance(device, str)):
@@ -266,7 +265,7 @@ def _redirect(hub: Hub, sender: "Session", payload: dict) -> dict:
 
 
 def _kick(hub: Hub, sender: "Session", payload: dict) -> dict:
-    _require_observer(sender, "kick")
+    require_observer(sender, "kick")
     device = payload.get("deviceId")
     if not isinstance(device, str):
         raise CommandError(Status.ILLEGAL_COMMAND_BODY, "kick needs deviceId")
@@ -277,12 +276,12 @@ def _kick(hub: Hub, sender: "Session", payload: dict) -> dict:
 
 
 def _stats(hub: Hub, sender: "Session", payload: dict) -> dict:
-    _require_observer(sender, "stats")
+    require_observer(sender, "stats")
     return {"command": "stats", **hub.stats()}
 
 
 def _drain(hub: Hub, sender: "Session", payload: dict) -> dict:
-    _require_observer(sender, "drain")
+    require_observer(sender, "drain")
     host, port = payload.get("server"), payload.get("port")
     if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536:
         raise CommandError(Status.ILLEGAL_COMMAND_BODY, "drain needs server and port")
@@ -291,7 +290,7 @@ def _drain(hub: Hub, sender: "Session", payload: dict) -> dict:
 
 
 def _undrain(hub: Hub, sender: "Session", payload: dict) -> dict:
-    _require_observer(sender, "undrain")
+    require_observer(sender, "undrain")
     hub.draining = None
     return {"command": "undrained"}
 
