@@ -26,7 +26,6 @@ import bisect
 import hashlib
 from typing import Any, Optional
 
-import ujson
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
@@ -39,7 +38,7 @@ from hypertcp.framing import FrameReceiver
 from hypertcp.hub import CommandError, Hub, require_observer
 from hypertcp.service import Listener
 from hypertcp.session import HyperTCPFactory, LoginRefused
-from hypertcp.wire import Command, Frame, Oversize, Status, encode, response
+from hypertcp.wire import Command, Frame, Oversize, Status, encode, redirect_payload, response
 
 # Points per node on the consistent-hash ring: enough for an even split of
 # devices, few enough that the ring is built in a moment.
@@ -366,13 +365,11 @@ class BalancerSession(FrameReceiver):
         if backend is None:
             self._refuse(frame, Status.SERVER_EXCEPTION, "no node is up", close=True)
             return
-        target: dict[str, Any] = {"server": backend.host, "port": backend.port}
-        if backend.tls:
-            target["tls"] = True
         backend.assigned += 1
         self.redirected = True
         node.count("balancer_redirects")
-        self.transport.write(encode(Command.REDIRECT, self._ids.next(), ujson.dumps(target).encode())
+        redirect = redirect_payload(backend.host, backend.port, backend.tls)
+        self.transport.write(encode(Command.REDIRECT, self._ids.next(), redirect)
                              + response(frame.msg_id, Status.SUCCESS, login=True))
         self.log.info("balancer: {peer} ({device}) sent to {node}", peer=self.peer,
                       device=device_id or "no id", node=backend.name)

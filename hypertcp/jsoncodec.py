@@ -1,6 +1,7 @@
 """
-The JSON codec of the server's message path, behind one small module so the
-library under it is a one-line change.
+The project's JSON codec -- the server's message path, the clients and the
+balancer -- behind one small module, so the library under it is a one-line
+change.
 
 Measured on the same C{hypertcp bench} runs (docs/performance.rst), orjson
 moves about 17% more messages per server CPU-second than ujson and 40% more

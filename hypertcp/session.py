@@ -9,7 +9,6 @@ Where a message goes is the hub's business, not the session's.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from twisted.internet.defer import Deferred
@@ -21,7 +20,7 @@ from zope.interface import implementer
 
 from hypertcp import jsoncodec
 from hypertcp.framing import FrameReceiver
-from hypertcp.wire import HEADER, Command, Frame, Oversize, Status, response
+from hypertcp.wire import HEADER, Command, Frame, Oversize, Status, redirect_payload, response
 
 if TYPE_CHECKING:
     from hypertcp.hub import Hub
@@ -260,10 +259,7 @@ class Session(FrameReceiver):
         """Tell the peer to log in at another server, then close shortly after."""
         if self.closing_reason is not None or self.transport.disconnecting:
             return
-        target = {"server": host, "port": port}
-        if tls:
-            target["tls"] = True
-        self.deliver(Command.REDIRECT, json.dumps(target).encode())
+        self.deliver(Command.REDIRECT, redirect_payload(host, port, tls))
         self.closing_reason = f"redirected to {host}:{port}"
         self.factory.clock.callLater(1.0, self.transport.loseConnection)
 

@@ -13,6 +13,8 @@ import enum
 import struct
 from typing import NamedTuple, Union
 
+from hypertcp import jsoncodec
+
 HEADER = struct.Struct("!BHH")
 HEADER_SIZE = HEADER.size  # 5: the seed says 4, its packed struct is 5
 MAX_PAYLOAD = 0xFFFF
@@ -79,6 +81,14 @@ def response(msg_id: int, status: int = Status.SUCCESS, *, login: bool = False) 
     if status == _SUCCESS and not login:
         return HEADER.pack(_RESPONSE, msg_id, 0)
     return HEADER.pack(Command.RESPONSE, msg_id, 1) + bytes((status,))
+
+
+def redirect_payload(host: str, port: int, tls: bool = False) -> bytes:
+    """The REDIRECT body, {"server", "port"} and "tls" only when true."""
+    target: dict = {"server": host, "port": port}
+    if tls:
+        target["tls"] = True
+    return jsoncodec.dumps(target)
 
 
 def response_status(payload: bytes) -> int:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional, Union
 
-import ujson
 
+from hypertcp import jsoncodec
 from hypertcp.wire import MAX_PAYLOAD, Command, Frame, Status
 
 
@@ -51,7 +51,7 @@ def status_name(code: int) -> str:
 
 
 def _dumps(value: Any) -> bytes:
-    body = ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
+    body = jsoncodec.dumps(value)
     if len(body) > MAX_PAYLOAD:
         raise ValueError(f"message is {len(body)} bytes; a frame carries at most {MAX_PAYLOAD}")
     return body
@@ -90,7 +90,7 @@ def parse_delivery(frame: Frame) -> Message:
     a server sends is silently lost.
     """
     try:
-        body = ujson.loads(frame.payload)
+        body = jsoncodec.loads(frame.payload)
     except ValueError:
         body = None
     if not isinstance(body, dict):
@@ -102,7 +102,7 @@ def parse_delivery(frame: Frame) -> Message:
 def parse_redirect(payload: bytes) -> tuple[str, int, bool]:
     """The (host, port, tls) a REDIRECT names; ValueError if it names none."""
     try:
-        body = ujson.loads(payload)
+        body = jsoncodec.loads(payload)
         host, port = body["server"], body["port"]
     except (ValueError, TypeError, KeyError):
         raise ValueError(f"malformed REDIRECT {payload!r}") from None
