@@ -42,6 +42,13 @@ def add_token(tokens: Path, name: str, *options: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+def make_certs(out: Path, *args: str) -> Path:
+    """A development CA and certificates from C{hypertcp certs}, in C{out}."""
+    result = hypertcp("certs", "--out", str(out), *args)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 class Daemon:
     """
     One C{twistd -n hypertcp} process on a loopback port the OS picks.

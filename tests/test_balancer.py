@@ -20,10 +20,9 @@ import pytest
 
 from hypertcp.client import Client
 from hypertcp.wire import Command, Status
-from tests.daemon import Daemon
+from tests.daemon import Daemon, make_certs
 from tests.raw import Raw
-from tests.test_manhole import Console, keygen, known_hosts
-from tests.test_tls import make_certs
+from tests.ssh import Console, keygen, known_hosts
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 

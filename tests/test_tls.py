@@ -17,13 +17,7 @@ from twisted.python import usage
 
 from hypertcp.client import Client
 from hypertcp.config import Options
-from tests.daemon import hypertcp
-
-
-def make_certs(out: Path, *args: str) -> Path:
-    result = hypertcp("certs", "--out", str(out), *args)
-    assert result.returncode == 0, result.stderr
-    return out
+from tests.daemon import hypertcp, make_certs
 
 
 @pytest.fixture
