@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.internet.protocol import Protocol
 
-from hypertcp.wire import MAX_PAYLOAD, Decoder, Frame, MsgIds, Oversize, encode
+from hypertcp.protocol.frames import MAX_PAYLOAD, Decoder, Frame, MsgIds, Oversize, encode
 
 
 class FrameReceiver(Protocol):

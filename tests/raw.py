@@ -1,5 +1,5 @@
 """
-A bare socket peer that speaks frames through hypertcp.wire and nothing else,
+A bare socket peer that speaks frames through hypertcp.protocol.frames and nothing else,
 so tests can send exactly the bytes a device would, good or bad.
 """
 
@@ -10,7 +10,8 @@ import socket
 import time
 from typing import Callable, Optional
 
-from hypertcp.wire import Command, Decoder, Frame, MsgIds, Status, encode, response
+from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import Decoder, Frame, MsgIds, encode, response
 
 
 class Closed(Exception):

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from hypertcp.wire import Command, Status, encode
+from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import encode
 from tests.raw import Closed, Raw
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hypertcp.client import Client
-from hypertcp.wire import Command, Status
+from hypertcp.protocol.commands import Command, Status
 from tests.daemon import Daemon, make_certs
 from tests.raw import Raw
 from tests.ssh import Console, keygen, known_hosts

@@ -17,7 +17,7 @@ from typing import Optional
 import pytest
 
 from hypertcp.client import Client
-from hypertcp.wire import Status
+from hypertcp.protocol.commands import Status
 from tests.daemon import hypertcp
 
 
@@ -161,7 +161,7 @@ def test_statuses_are_errors_printed_by_name(start_daemon, fleet, token):
     result = hypertcp("send", "nobody", "{}", "--port", port, f"--token={fleet}")
     assert result.returncode == 1 and result.stdout == ""
     assert one_line(result.stderr) == \
-        "hypertcp send: send to nobody: DEVICE_NOT_IN_NETWORK (7)"
+        "hypertcp send: send to nobody: DEVICE_NOT_IN_NETWORK (7): the target is not connected"
     result = hypertcp("send", "lamp", "{}", "--port", port, f"--token={boxed}")
     assert result.returncode == 1
     assert "NOT_ALLOWED" in one_line(result.stderr)
@@ -170,7 +170,8 @@ def test_statuses_are_errors_printed_by_name(start_daemon, fleet, token):
     result = hypertcp("ping", "--port", port, "--token=not-a-token")
     assert result.returncode == 1
     assert one_line(result.stderr) == \
-        f"hypertcp ping: login to 127.0.0.1:{port} refused: INVALID_TOKEN (9)"
+        f"hypertcp ping: login to 127.0.0.1:{port} refused: INVALID_TOKEN (9): " \
+        "the token is unknown or revoked"
 
 
 def test_usage_and_connection_errors():

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from twisted.python.usage import UsageError
 
-from hypertcp.config import SCHEMA, ConfigError, Options, load
+from hypertcp.app.config import SCHEMA, ConfigError, load
+from hypertcp.app.options import Options
 
 ETC = Path(__file__).parent.parent / "etc" / "hypertcp.ini"
 

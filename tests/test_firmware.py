@@ -7,7 +7,7 @@ by command-line options and stdin commands, printing one line per event),
 the example sketch (Wi-Fi stubbed), the JSON scanner checks and the size
 report.  The device runs against the real C{twistd hypertcp} for the
 end-to-end behaviour, and against a small socket server written here with
-L{hypertcp.wire} for stream shapes the real server will not produce on
+L{hypertcp.protocol} for stream shapes the real server will not produce on
 demand (oversize frames, single-byte segments, 100 frames at once, a server
 that goes silent).
 
@@ -26,9 +26,9 @@ import time
 
 import pytest
 
-from hypertcp import wire
+from hypertcp.protocol import frames as wire
 from hypertcp.client import Client
-from hypertcp.wire import Command, Status
+from hypertcp.protocol.commands import Command, Status
 
 from tests.firmware import RX_BUFFER, run_program, sanitizer_env
 

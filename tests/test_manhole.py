@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 import pytest
 
-from hypertcp.wire import Command, Status
+from hypertcp.protocol.commands import Command, Status
 from tests.raw import Raw
 from tests.ssh import Console, fingerprint, keygen, known_hosts, ssh_command
 

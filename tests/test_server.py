@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from hypertcp.wire import Command, Status, encode, response
+from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import encode, response
 from tests.raw import Raw
 
 

@@ -16,7 +16,7 @@ import pytest
 from twisted.python import usage
 
 from hypertcp.client import Client
-from hypertcp.config import Options
+from hypertcp.app.options import Options
 from tests.daemon import hypertcp, make_certs
 
 

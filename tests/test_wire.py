@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypertcp.wire import (HEADER_SIZE, Command, Decoder, Frame, MsgIds, Oversize, Status,
-                           encode, response, response_status)
+from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import HEADER_SIZE, Decoder, Frame, MsgIds, Oversize, encode, response, response_status
 
 
 def test_header_is_five_bytes_big_endian():

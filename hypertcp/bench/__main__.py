@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional
 
-from hypertcp.bench import add_parser
+from hypertcp.bench.command import add_parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -10,7 +10,8 @@ import struct
 from typing import TYPE_CHECKING, Any, Optional
 
 from hypertcp.bench.message import count, literal
-from hypertcp.wire import HEADER, Command, Status, encode, response
+from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import HEADER, encode, response
 
 if TYPE_CHECKING:
     from hypertcp.bench.load import Pair

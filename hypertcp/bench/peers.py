@@ -95,7 +95,7 @@ class Broker:
 
 def start_hypertcp(extra: list[str]) -> Broker:
     """C{twistd -n hypertcp} on a loopback port the OS picks, with a fresh fleet token."""
-    from hypertcp.tokens import TokenStore
+    from hypertcp.server.tokens import TokenStore
 
     workdir = tempfile.TemporaryDirectory(prefix="hypertcp-bench-")
     tokens = Path(workdir.name) / "tokens.json"

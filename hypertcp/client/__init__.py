@@ -6,10 +6,12 @@ The Twisted names are importable from here too, but only load Twisted when
 asked for, so a blocking script never pays for (or installs) a reactor.
 """
 
-from hypertcp.client._common import HyperTCPError, Message
 from hypertcp.client.blocking import Client
+from hypertcp.client.errors import HyperTCPError
+from hypertcp.protocol.bodies import Message
+from hypertcp.protocol.commands import Status
 
-__all__ = ["Client", "Message", "HyperTCPError",
+__all__ = ["Client", "Message", "HyperTCPError", "Status",
            "HyperTCPClientProtocol", "HyperTCPClientFactory", "clientService"]
 
 _TWISTED = ("HyperTCPClientProtocol", "HyperTCPClientFactory", "clientService")

@@ -14,13 +14,14 @@ import socket
 import ssl
 import time
 from collections import deque
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
-from hypertcp.client._common import (
-    HyperTCPError, Message, broadcast_body, login_body, message_body, parse_delivery,
-    parse_redirect, status,
+from hypertcp.client.errors import HyperTCPError
+from hypertcp.protocol.bodies import Message
+from hypertcp.protocol.client import (
+    Answered, ClientConnection, ClientEvent, Delivered, LoginAnswered, Redirected,
 )
-from hypertcp.wire import Command, Decoder, Frame, MsgIds, Status, encode, response, response_status
+from hypertcp.protocol.commands import Status, status
 
 RECV_SIZE = 65536
 # With ack, the server answers only once the receiver acknowledged or its own
@@ -82,15 +83,19 @@ class Client:
             sock.close()
             raise
         self._sock = sock
-        self._decoder = Decoder()
-        self._ids = MsgIds()
+        self._conn = ClientConnection(self.token, self.device_id)
         self._redirect: Optional[tuple[str, int, bool]] = None
-        self._last_write = time.monotonic()
+        self._login_answer: Optional[int] = None
         try:
-            answer = self._request(Command.LOGIN, login_body(self.token, self.device_id))
+            self._write(self._conn.login())
+            deadline = time.monotonic() + self.timeout
+            while self._login_answer is None:
+                if not self._pump(deadline):
+                    raise TimeoutError(f"no login answer from {self.host}:{self.port} in time")
         except BaseException:
             self.close()
             raise
+        answer = self._login_answer
         if answer != Status.SUCCESS:
             self.close()
             raise HyperTCPError(answer, f"login to {self.host}:{self.port} refused")
@@ -120,11 +125,11 @@ class Client:
         """
         if ack and timeout is None:
             timeout = self.timeout + ACK_GRACE
-        return self._request(Command.JSON_MESSAGE, message_body(target, payload, ack), timeout)
+        return self._request(lambda: self._connection().send(target, payload, ack), timeout)
 
     def broadcast(self, payload: dict, timeout: Optional[float] = None) -> Union[Status, int]:
         """Send C{payload} to every other logged-in client; return the status."""
-        return self._request(Command.BROADCAST, broadcast_body(payload), timeout)
+        return self._request(lambda: self._connection().broadcast(payload), timeout)
 
     def send_to_server(self, payload: dict, timeout: Optional[float] = None) -> Union[Status, int]:
         """Send C{payload} to the server itself (e.g. C{{"command": "ping"}})."""
@@ -133,7 +138,7 @@ class Client:
     def ping(self, timeout: Optional[float] = None) -> float:
         """The round trip of a PING to the server, in seconds."""
         start = time.monotonic()
-        self._request(Command.PING, b"", timeout)
+        self._request(lambda: self._connection().ping(), timeout)
         return time.monotonic() - start
 
     # -- incoming messages --
@@ -159,19 +164,27 @@ class Client:
 
     # -- the socket --
 
-    def _write(self, frame: bytes) -> None:
+    def _connection(self) -> ClientConnection:
         if self._sock is None:
-            raise ConnectionError("not connected to a HyperTCP server")
+            raise ConnectionError("not connected: call connect() (or use the client in a "
+                                  "with block) before sending")
+        return self._conn
+
+    def _write(self, data: bytes) -> None:
+        if self._sock is None:
+            raise ConnectionError("not connected: call connect() (or use the client in a "
+                                  "with block) before sending")
         self._sock.settimeout(self.timeout)
-        self._sock.sendall(frame)
+        self._sock.sendall(data)
         self._last_write = time.monotonic()
 
-    def _request(self, command: int, body: bytes, timeout: Optional[float] = None) -> Union[Status, int]:
-        """Send a frame and wait for the RESPONSE that echoes its msg_id."""
+    def _request(self, frame: Callable[[], tuple[int, bytes]],
+                 timeout: Optional[float] = None) -> Union[Status, int]:
+        """Send the frame C{frame()} makes and wait for the RESPONSE that echoes its msg_id."""
         if self._redirect is not None:
             self._follow_redirect()
-        msg_id = self._ids.next()
-        self._write(encode(command, msg_id, body))
+        msg_id, data = frame()
+        self._write(data)
         self._awaiting.add(msg_id)
         sock = self._sock
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -201,7 +214,7 @@ class Client:
             now = time.monotonic()
             beat = self._last_write + self.heartbeat
             if now >= beat:
-                self._write(encode(Command.PING, self._ids.next()))
+                self._write(self._conn.ping()[1])
                 continue
             wait = beat - now
             if deadline is not None:
@@ -222,30 +235,27 @@ class Client:
                 return True
             self.close()
             raise ConnectionError(f"{self.host}:{self.port} closed the connection")
-        for frame in self._decoder.feed(data):
-            self._handle(frame)
+        events, reply = self._conn.receive(data)
+        if reply:
+            self._write(reply)
+        for event in events:
+            self._handle(event)
         return True
 
-    def _handle(self, frame: Frame) -> None:
-        command = frame.command
-        if command == Command.RESPONSE:
-            if frame.msg_id in self._awaiting:
-                self._answers[frame.msg_id] = response_status(frame.payload)
-        elif command == Command.JSON_MESSAGE or command == Command.BROADCAST:
-            # Acknowledge on receipt: that is what end-to-end acks measure.
-            self._write(response(frame.msg_id))
-            self._inbox.append(parse_delivery(frame))
-        elif command == Command.PING:
-            self._write(response(frame.msg_id))
-        elif command == Command.REDIRECT:
+    def _handle(self, event: ClientEvent) -> None:
+        kind = type(event)
+        if kind is Answered:
+            if event.msg_id in self._awaiting:
+                self._answers[event.msg_id] = event.status
+        elif kind is Delivered:
+            self._inbox.append(event.message)
+        elif kind is LoginAnswered:
+            self._login_answer = event.status
+        elif kind is Redirected:
             # Followed as soon as no answer is outstanding on this connection;
-            # the server closes it shortly, which ends any wait for one.  One
-            # that names no server cannot be followed: stay.
-            try:
-                self._redirect = parse_redirect(frame.payload)
-            except ValueError:
-                pass
-        # Anything else is from a newer server; ignore it.
+            # the server closes it shortly, which ends any wait for one.
+            self._redirect = (event.host, event.port, event.tls)
+        # Ignored: a malformed REDIRECT, or a newer server's command.
 
     def _follow_redirect(self) -> None:
         """Log in again, with the same token and id, where the server sent us."""

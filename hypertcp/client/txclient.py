@@ -23,24 +23,24 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hypertcp.client._common import (
-    HyperTCPError, Message, broadcast_body, login_body, message_body, parse_delivery,
-    parse_redirect, status, status_name,
+from hypertcp.client.errors import HyperTCPError
+from hypertcp.protocol.bodies import Message
+from hypertcp.protocol.client import (
+    Answered, ClientConnection, Delivered, Ignored, LoginAnswered, Redirected,
 )
-from hypertcp.framing import FrameReceiver
-from hypertcp.wire import Command, Frame, Status, response, response_status
+from hypertcp.protocol.commands import Command, Status, status, status_name
 
 # A refused login that retrying cannot fix: stop reconnecting.
 FATAL_LOGIN = frozenset((Status.INVALID_TOKEN, Status.NOT_ALLOWED))
 
 
-class HyperTCPClientProtocol(FrameReceiver):
+class HyperTCPClientProtocol(Protocol):
     """
     One client connection.  Override L{loggedIn}, L{messageReceived} and
     L{broadcastReceived}, or give the factory an C{onMessage} callback.
@@ -58,11 +58,17 @@ class HyperTCPClientProtocol(FrameReceiver):
     _heartbeat: Optional[LoopingCall] = None
 
     def connectionMade(self) -> None:
-        super().connectionMade()
-        self._pending: Optional[dict[int, Deferred]] = {}
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
         factory = self.factory
-        login = self._request(Command.LOGIN, login_body(factory.token, factory.device_id))
-        login.addCallbacks(self._loginAnswered, self._loginUnanswered)
+        self._conn = ClientConnection(factory.token, factory.device_id,
+                                      use_challenge=factory.challenge)
+        self._pending: Optional[dict[int, Deferred]] = {}
+        self._login: Deferred = Deferred()
+        self._login.addTimeout(factory.responseTimeout, factory.clock)
+        self._login.addCallbacks(self._loginAnswered, self._loginUnanswered)
+        self.transport.write(self._conn.login())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._heartbeat is not None and self._heartbeat.running:
@@ -70,6 +76,8 @@ class HyperTCPClientProtocol(FrameReceiver):
         pending, self._pending = self._pending, None
         for d in pending.values():
             d.errback(reason)
+        if not self._login.called:
+            self._login.errback(reason)
         if self.authenticated:
             self.authenticated = False
             self.factory.loggedOut(self)
@@ -113,12 +121,13 @@ class HyperTCPClientProtocol(FrameReceiver):
 
     # -- requests --
 
-    def _request(self, command: int, body: bytes = b"") -> Deferred:
-        """Send a frame; a Deferred of the status in the RESPONSE echoing its msg_id."""
+    def _request(self, frame: Callable[[], tuple[int, bytes]]) -> Deferred:
+        """Send the frame C{frame()} makes; a Deferred of the status of its RESPONSE."""
         pending = self._pending
         if pending is None:
             return defer.fail(ConnectionError("the HyperTCP connection is closed"))
-        msg_id = self.sendFrame(command, body)
+        msg_id, data = frame()
+        self.transport.write(data)
         d = Deferred(lambda _: pending.pop(msg_id, None))
         pending[msg_id] = d
         return d.addTimeout(self.factory.responseTimeout, self.factory.clock)
@@ -129,11 +138,11 @@ class HyperTCPClientProtocol(FrameReceiver):
         status.  With C{ack}, the server answers once the target acknowledged
         the message, or with TIMEOUT.
         """
-        return self._request(Command.JSON_MESSAGE, message_body(target, payload, ack))
+        return self._request(lambda: self._conn.send(target, payload, ack))
 
     def broadcast(self, payload: dict) -> Deferred:
         """Send C{payload} to every other logged-in client: a Deferred of the status."""
-        return self._request(Command.BROADCAST, broadcast_body(payload))
+        return self._request(lambda: self._conn.broadcast(payload))
 
     def send_to_server(self, payload: dict) -> Deferred:
         return self.send("server", payload)
@@ -142,47 +151,49 @@ class HyperTCPClientProtocol(FrameReceiver):
         """A Deferred of the round trip of a PING, in seconds."""
         clock = self.factory.clock
         start = clock.seconds()
-        return self._request(Command.PING).addCallback(lambda _: clock.seconds() - start)
+        return self._request(self._conn.ping).addCallback(lambda _: clock.seconds() - start)
 
     # -- incoming frames --
 
-    def _handle(self, handler: Callable[[Message], Any], frame: Frame) -> None:
+    def dataReceived(self, data: bytes) -> None:
+        events, reply = self._conn.receive(data)
+        if reply:
+            # Acknowledgements first: the sender's end-to-end ack should not
+            # wait on (or be lost to) the application's handler.
+            self.transport.write(reply)
+        for event in events:
+            if self.transport.disconnecting:
+                return  # redirected: what follows belongs to a connection we left
+            kind = type(event)
+            if kind is Answered:
+                d = self._pending.pop(event.msg_id, None) if self._pending else None
+                if d is not None:
+                    d.callback(status(event.status))
+            elif kind is Delivered:
+                message = event.message
+                self._handle(self.messageReceived if message.command == Command.JSON_MESSAGE
+                             else self.broadcastReceived, message)
+            elif kind is LoginAnswered:
+                if not self._login.called:
+                    self._login.callback(status(event.status))
+            elif kind is Redirected:
+                self._redirected(event)
+            elif kind is Ignored:
+                self.log.warn("ignoring a frame from {peer}: {why}",
+                              peer=self.transport.getPeer(), why=event.why)
+
+    def _handle(self, handler: Callable[[Message], Any], message: Message) -> None:
         # The application's bug is logged; it must not cost the connection
         # and every request still waiting on it.
         try:
-            handler(parse_delivery(frame))
+            handler(message)
         except Exception:
-            self.log.failure("the message handler raised on {frame}", frame=frame)
+            self.log.failure("the message handler raised on {message}", message=message)
 
-    def frameReceived(self, frame: Frame) -> None:
-        command = frame.command
-        if command == Command.RESPONSE:
-            d = self._pending.pop(frame.msg_id, None) if self._pending else None
-            if d is not None:
-                d.callback(status(response_status(frame.payload)))
-        elif command == Command.JSON_MESSAGE:
-            # Acknowledge first: the sender's end-to-end ack should not wait
-            # on (or be lost to) the application's handler.
-            self.transport.write(response(frame.msg_id))
-            self._handle(self.messageReceived, frame)
-        elif command == Command.BROADCAST:
-            self.transport.write(response(frame.msg_id))
-            self._handle(self.broadcastReceived, frame)
-        elif command == Command.PING:
-            self.transport.write(response(frame.msg_id))
-        elif command == Command.REDIRECT:
-            self._redirected(frame.payload)
-        # Anything else is from a newer server; ignore it.
-
-    def _redirected(self, payload: bytes) -> None:
-        try:
-            host, port, tls = parse_redirect(payload)
-        except ValueError as e:
-            self.log.warn("ignoring {error}", error=str(e))
-            return
-        self.log.info("redirected to {host}:{port}", host=host, port=port)
+    def _redirected(self, where: Redirected) -> None:
+        self.log.info("redirected to {host}:{port}", host=where.host, port=where.port)
         self.transport.loseConnection()
-        self.factory.redirect(host, port, tls)
+        self.factory.redirect(where.host, where.port, where.tls)
 
     def messageReceived(self, message: Message) -> None:
         """A JSON_MESSAGE was delivered to us (already acknowledged)."""
@@ -244,7 +255,7 @@ class HyperTCPClientFactory(Factory):
     def __init__(self, token: str, device_id: Optional[str] = None, *,
                  onMessage: Optional[Callable[[Message], object]] = None,
                  heartbeat: float = 30.0, responseTimeout: float = 30.0,
-                 clock: Any = None) -> None:
+                 challenge: bool = False, clock: Any = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.token = token
@@ -252,6 +263,8 @@ class HyperTCPClientFactory(Factory):
         self.onMessage = onMessage
         self.heartbeat = heartbeat
         self.responseTimeout = responseTimeout
+        #: Log in by challenge and response, so the token never crosses the wire.
+        self.challenge = challenge
         self.clock = clock
         self.current: Optional[HyperTCPClientProtocol] = None
         self.loginFailure: Optional[Failure] = None

@@ -1,7 +1,7 @@
-"""Makes C{twistd hypertcp} run the HyperTCP server (see hypertcp.service)."""
+"""Makes C{twistd hypertcp} run the HyperTCP server (see hypertcp.app.tap)."""
 
 from twisted.application.service import ServiceMaker
 
 hypertcp = ServiceMaker(
-    "HyperTCP", "hypertcp.service",
+    "HyperTCP", "hypertcp.app.tap",
     "A lightweight real-time messaging broker over plain TCP.", "hypertcp")

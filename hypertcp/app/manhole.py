@@ -33,10 +33,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from hypertcp.client._common import status_name
-from hypertcp.service import Listener
-from hypertcp.session import HyperTCPFactory
-from hypertcp.tokens import TokenStore
+from hypertcp.app.config import ConfigError, ManholeConfig
+from hypertcp.app.listeners import Listener
+from hypertcp.protocol.commands import status_name
+from hypertcp.server.factory import HyperTCPFactory
+from hypertcp.server.tokens import TokenStore
 
 log = Logger()
 LOOPBACK = ("interface=127.", "interface=localhost", "interface=\\:\\:1", "interface=::1")
@@ -267,7 +268,7 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
             "balancer": balancer}
 
 
-def makeService(config: Any, factory: HyperTCPFactory, balancer: Any = None,
+def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any = None,
                 reactor: Any = None) -> MultiService:
     """The SSH manhole for C{[manhole]} in C{config}, on the live C{factory}."""
     top = MultiService()
@@ -281,7 +282,7 @@ def makeService(config: Any, factory: HyperTCPFactory, balancer: Any = None,
     try:
         key = host_key(config.host_key)
     except (OSError, BadKeyError) as e:
-        raise SystemExit(f"HyperTCP: manhole host key {config.host_key}: {e}") from None
+        raise ConfigError(f"manhole host key {config.host_key}: {e}") from None
     ssh.publicKeys = {key.sshType(): key.public()}
     ssh.privateKeys = {key.sshType(): key}
     if not Path(config.authorized_keys).exists():

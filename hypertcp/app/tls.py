@@ -16,7 +16,7 @@ from typing import Any, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator,
 )
@@ -29,7 +29,8 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from hypertcp.service import Listener
+from hypertcp.app.config import ConfigError, TLSConfig
+from hypertcp.app.listeners import Listener
 
 VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
@@ -155,24 +156,21 @@ class ServerCertificate(Service):
         self.reactor.callFromThread(self.reload, True)
 
 
-def makeService(config: Any, factory: Any, reactor: Any = None) -> MultiService:
-    """
-    The certificate of C{[tls]} in C{config} and a TLS listener for each
-    endpoint, serving C{factory}; the certificate is the C{certificate}
-    attribute, for other listeners that speak TLS.
-    """
-    top = MultiService()
+def certificate_service(config: TLSConfig, reactor: Any = None) -> ServerCertificate:
+    """The server certificate of C{[tls]}, kept fresh; L{ConfigError} if the files make none."""
     try:
-        top.certificate = ServerCertificate(config.certificate, config.key, config.ca,
-                                            config.require_client_cert, config.min_version,
-                                            config.reload, reactor)
+        return ServerCertificate(config.certificate, config.key, config.ca,
+                                 config.require_client_cert, config.min_version,
+                                 config.reload, reactor)
     except ValueError as e:
-        raise SystemExit(f"HyperTCP: TLS: {e}") from None
-    top.certificate.setServiceParent(top)
-    tls_factory = TLSMemoryBIOFactory(top.certificate, False, factory)
-    for description in config.listen:
-        Listener("tls", description, tls_factory, reactor).setServiceParent(top)
-    return top
+        raise ConfigError(f"TLS: {e}") from None
+
+
+def listeners(config: TLSConfig, certificate: ServerCertificate, factory: Any,
+              reactor: Any = None) -> list[Listener]:
+    """A TLS listener for each C{[tls] listen} endpoint, serving C{factory}."""
+    tls_factory = TLSMemoryBIOFactory(certificate, False, factory)
+    return [Listener("tls", description, tls_factory, reactor) for description in config.listen]
 
 
 # -- clients --

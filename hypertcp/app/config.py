@@ -1,10 +1,12 @@
 """
 Configuration: one INI file, command-line overrides, and validation.
 
-Every key the server reads is declared in L{SCHEMA} with its type, default
-and meaning; the file is checked against it at start-up, so a typo stops the
-server with a message naming the key instead of being silently ignored.
-etc/hypertcp.ini documents the same keys (a test keeps the two in step).
+Every key the server reads is declared in L{SCHEMA} with its parser,
+default and meaning; the file is checked against it at start-up, so a typo
+stops the server with a message naming the key instead of being silently
+ignored.  Each section becomes a frozen dataclass (L{Config} holds them), so
+code reads typed values, not strings.  etc/hypertcp.ini documents the same
+keys (a test keeps the two in step, and the dataclasses with the schema).
 """
 
 from __future__ import annotations
@@ -12,12 +14,10 @@ from __future__ import annotations
 import configparser
 import os
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, get_type_hints
 
-from twisted.python import usage
-
-from hypertcp import tokens
+from hypertcp.server import tokens
+from hypertcp.server.limits import Limits
 
 
 class ConfigError(ValueError):
@@ -174,11 +174,67 @@ SCHEMA: dict[str, dict[str, Option]] = {
 }
 
 
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: list[str]
+    tokens: str
+    token_reload: float
+    handlers: list[str]
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    listen: list[str]
+    certificate: str
+    key: str
+    ca: str
+    require_client_cert: bool
+    min_version: str
+    reload: float
+
+
+@dataclass(frozen=True)
+class ManholeConfig:
+    listen: list[str]
+    authorized_keys: str
+    host_key: str
+
+
+@dataclass(frozen=True)
+class BalancerConfig:
+    listen: list[str]
+    backends: list[tuple[str, int]]
+    policy: str
+    token_file: str
+    health_interval: float
+    health_timeout: float
+    advertise: Optional[tuple[str, int]]
+    tls: bool
+    backend_tls: bool
+    ca: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, one typed dataclass per section."""
+
+    server: ServerConfig
+    limits: Limits
+    tls: TLSConfig
+    manhole: ManholeConfig
+    balancer: BalancerConfig
+
+
+#: The dataclass each section is read into.
+SECTIONS: dict[str, type] = get_type_hints(Config)
+
+
 def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], str]] = None
-         ) -> SimpleNamespace:
+         ) -> Config:
     """
     Read C{path} (if given), apply C{overrides} keyed by (section, key), and
-    return the parsed values as C{config.section.key}.
+    return the parsed, checked configuration.  L{ConfigError} names the
+    first bad key.
     """
     parser = configparser.ConfigParser(interpolation=None, empty_lines_in_values=False)
     if path is not None:
@@ -197,9 +253,13 @@ def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], s
             if key not in SCHEMA[section]:
                 raise ConfigError(f"{where}: unknown key '{key}' in [{section}]; known: "
                                   + ", ".join(SCHEMA[section]))
-    result = SimpleNamespace()
+    if overrides:
+        for section, key in overrides:
+            if key not in SCHEMA.get(section, {}):
+                raise ConfigError(f"unknown config key {section}.{key}")
+    sections: dict[str, Any] = {}
     for section, options in SCHEMA.items():
-        values = SimpleNamespace()
+        values: dict[str, Any] = {}
         for key, option in options.items():
             raw = option.default
             if parser.has_option(section, key):
@@ -207,15 +267,16 @@ def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], s
             if overrides and (section, key) in overrides:
                 raw = overrides[(section, key)]
             try:
-                setattr(values, key, option.parse(raw))
+                values[key] = option.parse(raw)
             except ValueError as e:
                 raise ConfigError(f"bad value for [{section}] {key} = {raw!r}: {e}") from None
-        setattr(result, section, values)
-    _check(result)
-    return result
+        sections[section] = SECTIONS[section](**values)
+    config = Config(**sections)
+    _check(config)
+    return config
 
 
-def _check(config: SimpleNamespace) -> None:
+def _check(config: Config) -> None:
     """Keys that only make sense together, checked now rather than at the first connection."""
     tls, balancer = config.tls, config.balancer
     if (tls.listen or balancer.tls) and not tls.certificate:
@@ -227,84 +288,3 @@ def _check(config: SimpleNamespace) -> None:
     if balancer.listen and not balancer.token_file:
         raise ConfigError("[balancer] listen needs [balancer] token_file, "
                           "holding an observer token for the health checks")
-
-
-class Options(usage.Options):
-    """C{twistd hypertcp} options: a config file and overrides of its keys."""
-
-    synopsis = "[--config FILE] [--listen ENDPOINT ...] [options]"
-    optParameters = [
-        ["config", "c", None, "INI configuration file (see etc/hypertcp.ini)"],
-        ["tokens", "t", None, "token file ([server] tokens)"],
-        ["rate-limit", None, None, "messages/s per connection, 0 for none ([limits] rate_limit)"],
-        ["idle-timeout", None, None, "seconds of silence before closing ([limits] idle_timeout)"],
-        ["login-timeout", None, None, "seconds allowed to log in ([limits] login_timeout)"],
-        ["max-payload", None, None, "largest payload in bytes ([limits] max_payload)"],
-        ["tls-cert", None, None, "TLS certificate PEM file ([tls] certificate)"],
-        ["tls-key", None, None, "TLS private key PEM file ([tls] key)"],
-        ["tls-ca", None, None, "CA PEM file for device certificates ([tls] ca)"],
-    ]
-    # Options whose value lands on one config key.
-    keys = {
-        "tokens": ("server", "tokens"),
-        "rate-limit": ("limits", "rate_limit"),
-        "idle-timeout": ("limits", "idle_timeout"),
-        "login-timeout": ("limits", "login_timeout"),
-        "max-payload": ("limits", "max_payload"),
-        "tls-cert": ("tls", "certificate"),
-        "tls-key": ("tls", "key"),
-        "tls-ca": ("tls", "ca"),
-    }
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.overrides: dict[tuple[str, str], str] = {}
-        self.listen: list[str] = []
-        # Repeatable options, each joined into one config key.
-        self.lists: dict[tuple[str, str], list[str]] = {}
-
-    def opt_listen(self, endpoint: str) -> None:
-        """Listen on a Twisted endpoint, e.g. tcp:8080:interface=127.0.0.1 (repeatable)"""
-        self.listen.append(endpoint)
-
-    opt_l = opt_listen
-
-    def opt_tls(self, endpoint: str) -> None:
-        """Listen for TLS on a Twisted endpoint, e.g. tcp:8443 ([tls] listen; repeatable)"""
-        self.lists.setdefault(("tls", "listen"), []).append(endpoint)
-
-    def opt_manhole(self, endpoint: str) -> None:
-        """Serve the SSH manhole on an endpoint or a loopback port ([manhole] listen)"""
-        self.lists.setdefault(("manhole", "listen"), []).append(endpoint)
-
-    def opt_balancer(self, endpoint: str) -> None:
-        """Run the load balancer on an endpoint ([balancer] listen; repeatable)"""
-        self.lists.setdefault(("balancer", "listen"), []).append(endpoint)
-
-    def opt_backend(self, address: str) -> None:
-        """A node the balancer sends devices to, HOST:PORT ([balancer] backends; repeatable)"""
-        self.lists.setdefault(("balancer", "backends"), []).append(address)
-
-    def opt_set(self, assignment: str) -> None:
-        """Set any config key: --set section.key=value (repeatable)"""
-        name, sep, value = assignment.partition("=")
-        section, dot, key = name.partition(".")
-        if not sep or not dot:
-            raise usage.UsageError(f"--set takes section.key=value, not {assignment!r}")
-        self.overrides[(section.strip(), key.strip())] = value
-
-    def postOptions(self) -> None:
-        for option, target in self.keys.items():
-            if self[option] is not None:
-                self.overrides[target] = self[option]
-        if self.listen:
-            self.overrides[("server", "listen")] = " ".join(self.listen)
-        for target, values in self.lists.items():
-            self.overrides[target] = " ".join(values)
-        for section, key in self.overrides:
-            if key not in SCHEMA.get(section, {}):
-                raise usage.UsageError(f"unknown config key {section}.{key}")
-        try:
-            self.config = load(self["config"], self.overrides)
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None

@@ -1,0 +1,183 @@
+"""The balancer service: its nodes, their health, picking, draining, and its commands."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from hypertcp.app.balancer.backends import Backend
+from hypertcp.app.balancer.picking import Ring, least_loaded
+from hypertcp.app.balancer.session import BalancerFactory
+from hypertcp.app.config import BalancerConfig, ConfigError
+from hypertcp.app.listeners import Listener
+from hypertcp.client.txclient import clientService
+from hypertcp.protocol.commands import Status, status_name
+from hypertcp.server.commands import require_observer
+from hypertcp.server.factory import HyperTCPFactory
+from hypertcp.server.hub import CommandError, Hub
+from hypertcp.server.interfaces import IPeer
+
+
+class Balancer(MultiService):
+    """The nodes, their health, and the choice of a node for each login."""
+
+    log = Logger()
+
+    def __init__(self, config: BalancerConfig, node: HyperTCPFactory,
+                 reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.node = node
+        self.policy = config.policy
+        self.tls = config.tls
+        self.listeners: list[Any] = []
+        with open(config.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+        if not token:
+            raise ValueError(f"{config.token_file} is empty; it should hold an observer token")
+        self.backends: list[Backend] = []
+        for host, port in config.backends:
+            backend = Backend(host, port, token, config.backend_tls, config.health_timeout,
+                              config.health_interval, reactor)
+            tls: Any = False
+            if config.backend_tls:
+                from hypertcp.app.tls import client_options
+                tls = client_options(host, config.ca or None)
+            clientService(backend, host, port, tls=tls, reactor=reactor,
+                          initialDelay=config.health_interval,
+                          maxDelay=config.health_interval).setServiceParent(self)
+            self.backends.append(backend)
+        self._ring = Ring(self.backends)
+        TimerService(config.health_interval, self._ask_all).setServiceParent(self)
+        self.factory = BalancerFactory(self, node)
+
+    def _ask_all(self) -> None:
+        for backend in self.backends:
+            backend.ask()
+
+    def pick(self, key: Optional[str]) -> Optional[Backend]:
+        """The node for a login keyed by C{key} (its device id), or None if none is up."""
+        if self.policy == "sticky" and key is not None:
+            return self._ring.pick(key)
+        return least_loaded(self.backends)
+
+    def backend(self, name: str) -> Backend:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise KeyError(f"no backend {name!r}; the backends are "
+                       + ", ".join(b.name for b in self.backends))
+
+    def address(self) -> tuple[str, int]:
+        """Where drained devices are sent: [balancer] advertise, else our own listener."""
+        if self.config.advertise is not None:
+            return self.config.advertise
+        for listener in self.listeners:
+            if listener.port is not None:
+                bound = listener.port.getHost()
+                if bound.host not in ("0.0.0.0", "::", ""):
+                    return bound.host, bound.port
+        raise ValueError("the balancer listens on every interface (or not yet): "
+                         "set [balancer] advertise to the address devices reach it at")
+
+    def drain(self, name: str) -> Deferred:
+        """
+        Send no one new to the node C{name}, and have it redirect every session
+        it holds here, to be spread over the others: a Deferred of the node's
+        status for the request.  A node that is down is only marked.
+        """
+        backend = self.backend(name)
+        host, port = self.address()
+        backend.draining = True
+        self.log.info("balancer: draining node {name} through {host}:{port}",
+                      name=name, host=host, port=port)
+        protocol = backend.current
+        if protocol is None:
+            return succeed(Status.SUCCESS)
+        request = {"command": "drain", "server": host, "port": port}
+        if self.tls:
+            request["tls"] = True
+        return protocol.send_to_server(request).addCallbacks(self._drain_answered, self._drain_failed,
+                                                             (name,), None, (name,))
+
+    def _drain_answered(self, answer: int, name: str) -> int:
+        if answer != Status.SUCCESS:
+            self.log.error("balancer: node {name} refused to drain: {status}",
+                           name=name, status=status_name(answer))
+        return answer
+
+    def _drain_failed(self, failure: Any, name: str) -> Any:
+        self.log.error("balancer: node {name} did not take the drain request: {error}",
+                       name=name, error=failure.getErrorMessage())
+        return failure
+
+    def undrain(self, name: str) -> None:
+        """Let the node C{name} take new devices again."""
+        backend = self.backend(name)
+        backend.draining = False
+        backend.node_draining = False
+        self.log.info("balancer: node {name} takes devices again", name=name)
+        if backend.current is not None:
+            backend.current.send_to_server({"command": "undrain"}).addErrback(lambda _: None)
+
+    def status(self) -> dict:
+        return {"policy": self.policy, "backends": [b.state() for b in self.backends]}
+
+    def register_commands(self, hub: Hub) -> None:
+        """Let observers of this process run the balancer with messages to "server"."""
+        hub.register_command("backends", self._backends_command)
+        hub.register_command("drain_backend", self._drain_command)
+        hub.register_command("undrain_backend", self._undrain_command)
+
+    def _named(self, sender: IPeer, payload: dict, command: str) -> str:
+        require_observer(sender, command)
+        name = payload.get("backend")
+        if not isinstance(name, str):
+            raise CommandError(Status.ILLEGAL_COMMAND_BODY, f"{command} needs backend HOST:PORT")
+        try:
+            self.backend(name)
+        except KeyError as e:
+            raise CommandError(Status.DEVICE_NOT_IN_NETWORK, str(e)) from None
+        return name
+
+    def _backends_command(self, hub: Hub, sender: IPeer, payload: dict) -> dict:
+        require_observer(sender, "backends")
+        return {"command": "backends", **self.status()}
+
+    def _drain_command(self, hub: Hub, sender: IPeer, payload: dict) -> dict:
+        name = self._named(sender, payload, "drain_backend")
+        try:
+            self.drain(name).addErrback(lambda _: None)  # drain() logs a failure
+        except ValueError as e:
+            raise CommandError(Status.SERVER_EXCEPTION, str(e)) from None
+        return {"command": "drain_backend", "backend": name}
+
+    def _undrain_command(self, hub: Hub, sender: IPeer, payload: dict) -> dict:
+        name = self._named(sender, payload, "undrain_backend")
+        self.undrain(name)
+        return {"command": "undrain_backend", "backend": name}
+
+
+def makeService(config: BalancerConfig, node: HyperTCPFactory, certificate: Any = None,
+                reactor: Any = None) -> Balancer:
+    """The balancer, its health checks and its listeners, for C{[balancer]} in C{config}."""
+    try:
+        balancer = Balancer(config, node, reactor)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"balancer: {e}") from None
+    factory: Any = balancer.factory
+    if config.tls:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+        factory = TLSMemoryBIOFactory(certificate, False, factory)
+    for description in config.listen:
+        listener = Listener("balancer", description, factory, reactor)
+        listener.setServiceParent(balancer)
+        balancer.listeners.append(listener)
+    balancer.register_commands(node.hub)
+    return balancer

@@ -1,0 +1,89 @@
+"""
+C{twistd hypertcp}'s command line: a config file and overrides of its keys.
+"""
+
+from __future__ import annotations
+
+from twisted.python import usage
+
+from hypertcp.app.config import Config, ConfigError, load
+
+
+class Options(usage.Options):
+    """C{twistd hypertcp} options: a config file and overrides of its keys."""
+
+    synopsis = "[--config FILE] [--listen ENDPOINT ...] [options]"
+    optParameters = [
+        ["config", "c", None, "INI configuration file (see etc/hypertcp.ini)"],
+        ["tokens", "t", None, "token file ([server] tokens)"],
+        ["rate-limit", None, None, "messages/s per connection, 0 for none ([limits] rate_limit)"],
+        ["idle-timeout", None, None, "seconds of silence before closing ([limits] idle_timeout)"],
+        ["login-timeout", None, None, "seconds allowed to log in ([limits] login_timeout)"],
+        ["max-payload", None, None, "largest payload in bytes ([limits] max_payload)"],
+        ["tls-cert", None, None, "TLS certificate PEM file ([tls] certificate)"],
+        ["tls-key", None, None, "TLS private key PEM file ([tls] key)"],
+        ["tls-ca", None, None, "CA PEM file for device certificates ([tls] ca)"],
+    ]
+    # Options whose value lands on one config key.
+    keys = {
+        "tokens": ("server", "tokens"),
+        "rate-limit": ("limits", "rate_limit"),
+        "idle-timeout": ("limits", "idle_timeout"),
+        "login-timeout": ("limits", "login_timeout"),
+        "max-payload": ("limits", "max_payload"),
+        "tls-cert": ("tls", "certificate"),
+        "tls-key": ("tls", "key"),
+        "tls-ca": ("tls", "ca"),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.overrides: dict[tuple[str, str], str] = {}
+        self.listen: list[str] = []
+        # Repeatable options, each joined into one config key.
+        self.lists: dict[tuple[str, str], list[str]] = {}
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on a Twisted endpoint, e.g. tcp:8080:interface=127.0.0.1 (repeatable)"""
+        self.listen.append(endpoint)
+
+    opt_l = opt_listen
+
+    def opt_tls(self, endpoint: str) -> None:
+        """Listen for TLS on a Twisted endpoint, e.g. tcp:8443 ([tls] listen; repeatable)"""
+        self.lists.setdefault(("tls", "listen"), []).append(endpoint)
+
+    def opt_manhole(self, endpoint: str) -> None:
+        """Serve the SSH manhole on an endpoint or a loopback port ([manhole] listen)"""
+        self.lists.setdefault(("manhole", "listen"), []).append(endpoint)
+
+    def opt_balancer(self, endpoint: str) -> None:
+        """Run the load balancer on an endpoint ([balancer] listen; repeatable)"""
+        self.lists.setdefault(("balancer", "listen"), []).append(endpoint)
+
+    def opt_backend(self, address: str) -> None:
+        """A node the balancer sends devices to, HOST:PORT ([balancer] backends; repeatable)"""
+        self.lists.setdefault(("balancer", "backends"), []).append(address)
+
+    def opt_set(self, assignment: str) -> None:
+        """Set any config key: --set section.key=value (repeatable)"""
+        name, sep, value = assignment.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise usage.UsageError(f"--set takes section.key=value, not {assignment!r}")
+        self.overrides[(section.strip(), key.strip())] = value
+
+    config: Config
+
+    def postOptions(self) -> None:
+        for option, target in self.keys.items():
+            if self[option] is not None:
+                self.overrides[target] = self[option]
+        if self.listen:
+            self.overrides[("server", "listen")] = " ".join(self.listen)
+        for target, values in self.lists.items():
+            self.overrides[target] = " ".join(values)
+        try:
+            self.config = load(self["config"], self.overrides)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None

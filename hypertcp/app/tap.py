@@ -1,0 +1,85 @@
+"""
+C{twistd hypertcp}: the service tree, wired from the configuration.
+
+Nothing here decides behaviour.  It builds the token store, the hub and the
+session factory, then one service per configured piece -- a L{Listener}
+per plain TCP endpoint, the token reload timer, and, only when configured,
+TLS, the balancer and the manhole (so their imports, pyOpenSSL and conch,
+cost nothing otherwise).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import IService, MultiService
+
+from hypertcp.app.config import Config, ConfigError
+from hypertcp.app.listeners import Listener
+from hypertcp.app.options import Options
+from hypertcp.server import commands
+from hypertcp.server.factory import HyperTCPFactory
+from hypertcp.server.hub import Hub
+from hypertcp.server.tokens import TokenStore
+
+__all__ = ["Options", "makeService"]
+
+
+def first_start(store: TokenStore) -> None:
+    """
+    With no token file, make one holding a single fleet token and print it
+    once: the server works with no editing and no well-known secret.
+    """
+    secret = store.add("default", role="fleet")
+    print(f"HyperTCP: created token file {store.path} with one fleet token.\n"
+          f"HyperTCP: it is shown only now; log in with:\n{secret}",
+          file=sys.stderr, flush=True)
+
+
+def node(config: Config, reactor: Any) -> HyperTCPFactory:
+    """The server core: tokens, hub with its commands and plug-ins, session factory."""
+    store = TokenStore(config.server.tokens)
+    if not store.exists:
+        first_start(store)
+    hub = Hub(reactor, config.limits.ack_timeout)
+    commands.install(hub)
+    for hook in config.server.handlers:
+        module, _, name = hook.partition(":")
+        getattr(importlib.import_module(module), name)(hub)
+    return HyperTCPFactory(config.limits, store, hub, reactor)
+
+
+def build(config: Config, reactor: Any) -> MultiService:
+    """The whole tree for C{config}; L{ConfigError} for files that make no service."""
+    top = MultiService()
+    factory = node(config, reactor)
+    for description in config.server.listen:
+        Listener("tcp", description, factory, reactor).setServiceParent(top)
+    TimerService(config.server.token_reload, factory.reload_tokens).setServiceParent(top)
+    certificate = None
+    if config.tls.certificate:
+        from hypertcp.app.tls import certificate_service, listeners
+        certificate = certificate_service(config.tls, reactor)
+        certificate.setServiceParent(top)
+        for listener in listeners(config.tls, certificate, factory, reactor):
+            listener.setServiceParent(top)
+    balancer = None
+    if config.balancer.listen:
+        from hypertcp.app.balancer.service import makeService as balancer_service
+        balancer = balancer_service(config.balancer, factory, certificate, reactor)
+        balancer.setServiceParent(top)
+    if config.manhole.listen:
+        from hypertcp.app.manhole import makeService as manhole_service
+        manhole_service(config.manhole, factory, balancer, reactor).setServiceParent(top)
+    return top
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+    try:
+        return build(options.config, reactor)
+    except ConfigError as e:
+        raise SystemExit(f"HyperTCP: {e}") from None

@@ -1,0 +1,131 @@
+"""C{hypertcp bench}: its command line, and the order of its runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Optional
+
+from hypertcp.bench.errors import BenchError
+
+
+def _bench(args: argparse.Namespace) -> None:
+    """Run the load through our server and each peer in turn, then show the figures."""
+    # Imported here, not at the top: the command line builds this command's
+    # parser for every `hypertcp` command, and the load generator's modules
+    # (epoll, multiprocessing) are for this one alone.
+    from hypertcp.bench import report
+    from hypertcp.bench.fleet import run_idle
+    from hypertcp.bench.frames import HyperTCP
+    from hypertcp.bench.load import run_pairs
+    from hypertcp.bench.message import payload_template
+    from hypertcp.bench.peers import Broker, sink, start_hypertcp, start_mosquitto
+    from hypertcp.bench.sockets import raise_nofile
+
+    idle = args.idle is not None
+    per_broker = 2 * args.pairs if not idle else args.idle
+    raise_nofile(per_broker + 200)
+    if args.pairs < 1 or args.procs < 1 or args.window < 1:
+        raise BenchError("--pairs, --procs and --window must be at least 1")
+    payload_template(args.payload)  # fail early on a payload too small
+
+    def targets() -> list[Callable[[], Optional[Broker]]]:
+        if args.port is not None:
+            if not args.token:
+                raise BenchError("a running server needs --token (a fleet token)")
+            found = [lambda: Broker("HyperTCP", HyperTCP(args.token), (args.host, args.port),
+                                    args.server_pid)]
+        else:
+            found = [lambda: start_hypertcp(args.server_arg)]
+        for peer in args.peer:
+            if peer == "mosquitto":
+                found.append(lambda: start_mosquitto(
+                    int(args.heartbeat * 2) if idle else 0))
+            elif idle:
+                raise BenchError("--peer sink measures the load generator, not an idle fleet")
+            else:
+                found.append(sink)
+        return found
+
+    runs: dict[str, dict] = {}
+    names: dict[str, str] = {}
+    for start in targets():
+        broker = start()
+        if broker is None:
+            print("hypertcp bench: mosquitto is not installed (apt-get install mosquitto); "
+                  "skipping the Mosquitto run", file=sys.stderr)
+            continue
+        try:
+            figures = run_idle(broker, args) if idle else run_pairs(broker, args)
+        finally:
+            broker.stop()
+        runs[broker.proto.name] = figures
+        names[broker.proto.name] = broker.name
+    report.show(args, runs, names)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The C{hypertcp bench} command: 0, or 1 with the reason on stderr."""
+    try:
+        _bench(args)
+    except BenchError as e:
+        print(f"hypertcp bench: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """The C{hypertcp bench} subcommand."""
+    parser = subparsers.add_parser(
+        "bench", help="measure throughput, latency and cost, beside Mosquitto",
+        description="Push messages through a HyperTCP server over N sender->receiver pairs "
+                    "and report delivered msgs/s, latency, loss and the server's CPU and "
+                    "memory. Starts its own server (twistd -n hypertcp) unless --port is "
+                    "given. --peer mosquitto runs the same load over MQTT 3.1.1 QoS 0 "
+                    "through Debian's mosquitto and prints ratios to it; --peer sink runs "
+                    "it with no broker, the load generator's own ceiling.")
+    load = parser.add_argument_group("load")
+    load.add_argument("--pairs", type=int, default=10, metavar="N",
+                      help="sender->receiver pairs (default: %(default)s)")
+    load.add_argument("--payload", type=int, default=64, metavar="BYTES",
+                      help="size of each message's JSON payload (default: %(default)s)")
+    load.add_argument("--rate", type=float, default=0, metavar="MSGS",
+                      help="total messages per second; 0 is as fast as the window allows "
+                           "(default: %(default)s)")
+    load.add_argument("--window", type=int, default=64, metavar="N",
+                      help="as fast as possible: messages a sender may have on their way "
+                           "(default: %(default)s)")
+    load.add_argument("--no-ack", dest="ack", action="store_false",
+                      help="receivers do not acknowledge delivered frames (they do by default, "
+                           "as the sketch does)")
+    load.add_argument("--duration", type=float, default=10, metavar="S",
+                      help="seconds measured (default: %(default)s)")
+    load.add_argument("--warmup", type=float, default=1, metavar="S",
+                      help="seconds of load before measuring (default: %(default)s)")
+    load.add_argument("--procs", type=int, default=1, metavar="K",
+                      help="load-generator processes (default: %(default)s)")
+    idle = parser.add_argument_group("idle fleet")
+    idle.add_argument("--idle", type=int, metavar="N",
+                      help="instead of pairs: N logged-in connections that only heartbeat "
+                           "(10000 is the target figure)")
+    idle.add_argument("--idle-time", type=float, default=30, metavar="S",
+                      help="seconds of idling measured (default: %(default)s)")
+    idle.add_argument("--heartbeat", type=float, default=30, metavar="S",
+                      help="seconds between a device's heartbeats, the sketch's 30 "
+                           "(default: %(default)s)")
+    where = parser.add_argument_group("servers")
+    where.add_argument("--peer", action="append", choices=("mosquitto", "sink"), default=[],
+                       help="also run the load through mosquitto, or with no broker at all "
+                            "(repeatable)")
+    where.add_argument("--host", default="127.0.0.1",
+                       help="a running server's host, with --port (default: %(default)s)")
+    where.add_argument("--port", type=int, help="bench a running server instead of starting one")
+    where.add_argument("--token", help="a fleet token for the running server")
+    where.add_argument("--server-pid", type=int, metavar="PID",
+                       help="the running server's pid, to measure its CPU and memory")
+    where.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                       help="an extra option for the server we start, e.g. "
+                            "--server-arg=--idle-timeout=300 (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.set_defaults(run=run)

@@ -1,0 +1,90 @@
+"""C{hypertcp token add|list|revoke}: the token file."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+from hypertcp.cli.common import CommandError
+from hypertcp.server import tokens
+
+def _store(args: argparse.Namespace) -> tokens.TokenStore:
+    return tokens.TokenStore(args.tokens or tokens.default_path())
+
+
+def _token_add(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        secret = store.add(args.name, role=args.role, prefix=args.prefix, reach=args.reach)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    if args.role == "device":
+        identity = f"it logs in as device {args.name}"
+    else:
+        within = f" starting with {args.prefix!r}" if args.prefix else ""
+        identity = f"its clients choose their device ids{within}"
+        if args.role == "observer":
+            identity += ", and receive presence events"
+    print(f"Added {args.role} token {args.name!r} to {store.path}: {identity}.")
+    print(f"It may send to: {', '.join(args.reach or ['*'])}.")
+    print("The token is shown only now; the file keeps its hash:")
+    print(secret)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    records = store.list()
+    if not records:
+        print(f"no tokens in {store.path}")
+        return 0
+    rows = [("NAME", "ROLE", "PREFIX", "REACH", "CREATED", "STATE")]
+    for r in records:
+        created = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M") if r.created else "-"
+        rows.append((r.name, r.role, r.prefix or "-", ",".join(r.reach), created,
+                     "revoked" if r.revoked else "live"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    store = _store(args)
+    count = store.revoke(args.name)
+    if not count:
+        raise CommandError(f"no live token named {args.name!r} in {store.path}")
+    print(f"Revoked {count} token{'s' if count > 1 else ''} named {args.name!r} in {store.path}; "
+          "a running server closes their sessions when it next reads the file.")
+    return 0
+
+
+def add_token_parser(subparsers: Any) -> None:
+    token = subparsers.add_parser("token", help="add, list and revoke login tokens")
+    file_option = argparse.ArgumentParser(add_help=False)
+    file_option.add_argument(
+        "--tokens", metavar="FILE",
+        help=f"the token file (default: $HYPERTCP_TOKENS, else {tokens.DEFAULT_PATH})")
+    actions = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    add = actions.add_parser("add", parents=[file_option], help="create a token and print it",
+                             description="Create a token; it is printed once, as the last line.")
+    add.add_argument("name", metavar="NAME", help="its name; for a device token, the device id")
+    add.add_argument("--role", choices=tokens.ROLES, default="device",
+                     help="device: bound to the id NAME; fleet: clients choose their ids; "
+                          "observer: a fleet token that also receives presence events "
+                          "(default: %(default)s)")
+    add.add_argument("--prefix", metavar="P", help="fleet/observer: ids must start with P")
+    add.add_argument("--reach", metavar="PATTERN", nargs="+", action="extend",
+                     help="glob patterns of the targets it may send to (default: *)")
+    add.set_defaults(run=_token_add)
+
+    listing = actions.add_parser("list", parents=[file_option], help="list the tokens")
+    listing.set_defaults(run=_token_list)
+
+    revoke = actions.add_parser("revoke", parents=[file_option], help="revoke the tokens called NAME")
+    revoke.add_argument("name", metavar="NAME")
+    revoke.set_defaults(run=_token_revoke)
+
+

@@ -1,0 +1,108 @@
+"""What every session on one server shares: limits, tokens, hub, counters."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+
+from hypertcp.protocol.bodies import Login
+from hypertcp.protocol.commands import Status
+from hypertcp.server.auth import LoginRefused, authenticate
+from hypertcp.server.batch import WriteBatch
+from hypertcp.server.hub import Hub
+from hypertcp.server.limits import Limits
+from hypertcp.server.session import Session
+from hypertcp.server.tokens import TokenRecord, TokenStore
+
+
+class HyperTCPFactory(ServerFactory):
+    """
+    Builds a L{Session} for each connection and holds what they share: the
+    L{Limits}, the L{TokenStore}, the L{Hub}, the L{WriteBatch} and the
+    counters of what was refused and dropped.
+    """
+
+    protocol = Session
+    noisy = False
+    log = Logger()
+
+    def __init__(self, limits: Limits, tokens: TokenStore, hub: Hub, clock: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.limits = limits
+        self.tokens = tokens
+        self.hub = hub
+        self.clock = clock
+        self.batch = WriteBatch()
+        self.sessions: set[Session] = set()
+        self.counters: dict[str, int] = {}
+        # Frames received on connections since closed: with the live ones'
+        # messages_in, a total the manhole turns into messages per second.
+        self.closed_messages_in = 0
+
+    def count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
+
+    def admit(self, addr: Any, open_now: int) -> bool:
+        """May one more connection open, with C{open_now} open on its listener?"""
+        limit = self.limits.max_connections
+        if limit and open_now >= limit:
+            self.count("max_connections")
+            self.log.warn("{addr}: refused: {limit} connections already open",
+                          addr=getattr(addr, "host", addr), limit=limit)
+            return False
+        return True
+
+    def buildProtocol(self, addr: Any) -> Optional[Session]:
+        # Returning None makes Twisted close the connection at once.
+        return super().buildProtocol(addr) if self.admit(addr, len(self.sessions)) else None
+
+    def connection_opened(self, session: Session) -> None:
+        self.sessions.add(session)
+        self.count("connections")
+
+    def connection_closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+        self.closed_messages_in += session.messages_in
+        if session.device_id is not None:
+            self.hub.detach(session)
+
+    def authenticate(self, login: Login) -> tuple[TokenRecord, Optional[str]]:
+        """
+        The token record a LOGIN presents and the device id it may use (None:
+        assign one).  Raises L{LoginRefused}.
+        """
+        try:
+            return authenticate(self.tokens, login)
+        except LoginRefused as e:
+            if e.status != Status.INVALID_TOKEN:
+                raise
+        # Perhaps the token was added a moment ago: a stat() is cheap.
+        self.reload_tokens()
+        return authenticate(self.tokens, login)
+
+    def reload_tokens(self) -> None:
+        """Pick up token file changes and close the sessions of revoked tokens."""
+        try:
+            changed = self.tokens.reload()
+        except (OSError, ValueError, TypeError) as e:
+            self.log.error("token file {path} unreadable, keeping the old tokens: {e}",
+                           path=self.tokens.path, e=e)
+            return
+        if not changed:
+            return
+        self.log.info("token file {path} reloaded", path=self.tokens.path)
+        # Live sessions follow their token's record: an edit that narrows
+        # what it may do applies now, not at the device's next login.
+        for session in list(self.sessions):
+            if session.token is None:
+                continue
+            fresh = self.tokens.live(session.token.hash)
+            if fresh is None:
+                session.close(f"token {session.token.name} revoked")
+            elif fresh.role != session.token.role or not fresh.may_use(session.device_id):
+                session.close(f"token {fresh.name} changed: log in again")
+            else:
+                session.token = fresh

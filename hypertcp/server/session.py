@@ -1,0 +1,383 @@
+"""
+One HyperTCP connection on the server: login, limits and timers.
+
+The session enforces the contract's rules for a single peer -- the login
+deadline, the rate limit, idle silence, the outbound buffer cap and the
+statuses for bad input (the rules themselves are L{hypertcp.protocol.server}'s)
+-- and hands every well-formed message to the hub.  Where a message goes is
+the hub's business, not the session's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hypertcp.framing import FrameReceiver
+from hypertcp.protocol import server as rules
+from hypertcp.protocol.bodies import BadBody, parse_login, parse_send, redirect_body
+from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import HEADER, Frame, Oversize, response
+from hypertcp.protocol.jsoncodec import JSONEncodeError
+from hypertcp.server.acks import AckTracker
+from hypertcp.server.auth import LoginRefused
+from hypertcp.server.interfaces import IPeer
+from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
+from hypertcp.server.refusals import RefusalLog
+
+if TYPE_CHECKING:
+    from hypertcp.server.factory import HyperTCPFactory
+    from hypertcp.server.tokens import TokenRecord
+
+# The per-frame path compares against these names: on Python 3.11 every
+# Command.X or Status.X lookup costs about 60 ns, ten of them per message.
+RESPONSE, SUCCESS = Command.RESPONSE, Status.SUCCESS
+# RESPONSE frames a peer may send beyond the frames it was sent: acks are
+# never answered or rate-limited, so past this they are a flood.
+SPARE_RESPONSES = 1000
+
+
+@implementer(IPushProducer, IPeer)
+class Session(FrameReceiver):
+    """
+    A server-side connection.  It is its transport's producer only so the
+    transport tells it when the peer stops reading: from then on every byte
+    queued for the peer is counted, and past C{max_outbound_buffer} the peer
+    is dropped, so a stalled reader costs bounded memory and never slows the
+    sender.
+    """
+
+    log = Logger()
+    factory: "HyperTCPFactory"
+
+    device_id: Optional[str] = None
+    token: Optional["TokenRecord"] = None
+    #: The protocol level the peer announced at login (1: the original sketch).
+    proto = 1
+    peer = "?"
+    connected_at = 0.0
+    closing_reason: Optional[str] = None
+    dropped = False  # aborted: the transport drops what it is given, so stop giving
+    #: Frames held by the factory's write batch until the read that made them ends.
+    out: Optional[list[bytes]] = None
+    _on_drained: Optional[Callable[[], None]] = None
+    _acks: Optional[AckTracker] = None
+    _rate: Optional[RateLimiter] = None
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        limits = factory.limits
+        self.max_payload = limits.max_payload
+        super().connectionMade()
+        clock = factory.clock
+        now = clock.seconds()
+        addr = self.transport.getPeer()
+        self.host = getattr(addr, "host", "?")
+        self.port = getattr(addr, "port", 0)
+        self.peer = f"{self.host}:{self.port}"
+        self.connected_at = self.last_seen = now
+        self.messages_in = self.messages_out = 0
+        self._handlers = _BEFORE_LOGIN
+        if limits.rate_limit:
+            self._rate = RateLimiter(limits.rate_limit, limits.burst, limits.quota_strikes, now)
+        self._refusals = RefusalLog(now)
+        self._responses = 0
+        self._paused = False
+        self._queued = 0
+        self.transport.registerProducer(self, True)
+        self._login_timer = clock.callLater(limits.login_timeout, self._login_expired)
+        self._idle_timer = clock.callLater(limits.idle_timeout / 2, self._idle_check)
+        factory.connection_opened(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        for timer in (self._login_timer, self._idle_timer):
+            if timer.active():
+                timer.cancel()
+        if self._acks is not None:
+            self._acks.end()
+        self.factory.connection_closed(self)
+        why = self.closing_reason
+        if why is None:
+            unclean = reason is not None and not reason.check(ConnectionDone)
+            why = reason.getErrorMessage() if unclean else "closed by peer"
+        self.log.info("{peer} ({device}) disconnected: {why}", peer=self.peer,
+                      device=self.device_id or "not logged in", why=why)
+
+    # -- IPushProducer: the transport's view of whether the peer reads --
+
+    def pauseProducing(self) -> None:
+        # Called on every write while the transport's buffer is full.
+        if not self._paused:
+            self._paused = True
+            self._queued = 0
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._queued = 0
+        if self._on_drained is not None:
+            callback, self._on_drained = self._on_drained, None
+            callback()
+
+    def stopProducing(self) -> None:
+        pass
+
+    @property
+    def paused(self) -> bool:
+        """Has the peer stopped reading what it is sent?"""
+        return self._paused
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """
+        Call C{callback} once the peer is reading again (now, if it is), so
+        bulk output can be paced by the peer instead of tripping the cap.
+        """
+        if self._paused:
+            self._on_drained = callback
+        else:
+            callback()
+
+    # -- sending --
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the peer, dropping the peer if it has stopped reading."""
+        transport = self.transport
+        if transport.disconnecting or self.dropped:
+            return
+        if self._paused:
+            self._queued += len(data)
+            cap = self.factory.limits.max_outbound_buffer
+            if self._queued > cap:
+                self.factory.count("slow_receiver")
+                self.abort(f"slow receiver: outbound buffer over {cap} bytes")
+                return
+        batch = self.factory.batch
+        if batch.active:
+            batch.hold(self, data)
+        else:
+            transport.write(data)
+
+    def flush(self) -> None:
+        """Hand the frames held during a read to the transport, in one write."""
+        out, self.out = self.out, None
+        if out and not self.dropped:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def respond(self, msg_id: int, status: int = Status.SUCCESS) -> None:
+        self.write(response(msg_id, status))
+
+    def deliver(self, command: int, body: bytes) -> int:
+        """Send a server-originated frame; return its msg_id."""
+        msg_id = self._ids.next()
+        self.messages_out += 1
+        self.write(HEADER.pack(command, msg_id, len(body)) + body)
+        return msg_id
+
+    def deliver_acked(self, command: int, body: bytes, timeout: float) -> Deferred:
+        """
+        Send a frame and return a Deferred of the status the peer acknowledges
+        it with: TIMEOUT if no acknowledgement comes within C{timeout} or the
+        peer goes away first.
+        """
+        if self.transport.disconnecting or self.dropped:
+            return succeed(Status.TIMEOUT)
+        if self._acks is None:
+            self._acks = AckTracker(self.factory.clock)
+        return self._acks.expect(self.deliver(command, body), timeout)
+
+    def redirect(self, host: str, port: int, tls: bool = False) -> None:
+        """Tell the peer to log in at another server, then close shortly after."""
+        if self.closing_reason is not None or self.transport.disconnecting:
+            return
+        self.deliver(Command.REDIRECT, redirect_body(host, port, tls))
+        self.closing_reason = f"redirected to {host}:{port}"
+        self.factory.clock.callLater(1.0, self.transport.loseConnection)
+
+    def close(self, reason: str) -> None:
+        """Close after what is queued has been sent, and say why in the log."""
+        if self.closing_reason is None:
+            self.closing_reason = reason
+            self.log.info("{peer} ({device}): closing: {why}", peer=self.peer,
+                          device=self.device_id or "not logged in", why=reason)
+        self.flush()
+        self.transport.loseConnection()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now, discarding what is queued."""
+        self.dropped = True
+        self.closing_reason = reason
+        self.log.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
+                      device=self.device_id or "not logged in", why=reason)
+        self.transport.abortConnection()
+
+    # -- receiving --
+
+    def dataReceived(self, data: bytes) -> None:
+        factory = self.factory
+        self.last_seen = factory.clock.seconds()
+        batch = factory.batch
+        batch.begin()
+        try:
+            super().dataReceived(data)
+        finally:
+            batch.end()
+
+    def oversizeReceived(self, event: Oversize) -> None:
+        self.factory.count("oversize")
+        refusal = rules.oversize(event, self.max_payload)
+        self.log.warn("{peer}: {length}-byte payload over the {limit}-byte limit skipped",
+                      peer=self.peer, length=event.length, limit=self.max_payload)
+        if refusal is not None:
+            self.respond(event.msg_id, refusal.status)
+
+    def frameReceived(self, frame: Frame) -> None:
+        if self.dropped:  # aborting does not mark the transport disconnecting
+            return
+        command = frame.command
+        if command != RESPONSE:
+            rate = self._rate
+            if rate is not None and not rate.allow(self.last_seen):
+                self._over_rate(frame)
+                return
+            self.messages_in += 1
+        handler = self._handlers.get(command)
+        if handler is None:
+            self._refuse(frame, *rules.action(command, self.device_id is not None))
+        elif type(handler) is rules.Refusal:
+            self._refuse(frame, *handler)
+        else:
+            handler(self, frame)
+
+    def _over_rate(self, frame: Frame) -> None:
+        rate = self._rate
+        self.factory.count("quota")
+        if rate.strikes == 1:
+            self.log.warn("{peer} ({device}): over the rate limit of {rate}/s",
+                          peer=self.peer, device=self.device_id or "not logged in",
+                          rate=rate.rate)
+        self.respond(frame.msg_id, Status.QUOTA_LIMIT)
+        if rate.flooding:
+            self.factory.count("flood")
+            self.close(f"flood: {rate.strikes} frames over the rate limit within "
+                       f"{STRIKE_WINDOW:.0f} s")
+
+    def _refuse(self, frame: Frame, status: int, why: str) -> None:
+        self.factory.count(Status(status).name.lower())
+        # One line per peer per window, so a peer sending nothing but bad
+        # frames cannot turn the log into its flood.
+        unlogged = self._refusals.admit(self.last_seen)
+        if unlogged is not None:
+            self.log.warn("{peer} ({device}): {why}: {status}{more}", peer=self.peer,
+                          device=self.device_id or "not logged in", why=why,
+                          status=Status(status).name,
+                          more=f" ({unlogged} more refusals unlogged since the last)"
+                          if unlogged else "")
+        self.respond(frame.msg_id, status)
+
+    # -- the frames the rules serve --
+
+    def _ack(self, frame: Frame) -> None:
+        """An acknowledgement of something we delivered; never answered."""
+        self._responses += 1
+        if self._responses > self.messages_out + SPARE_RESPONSES:
+            self.factory.count("flood")
+            self.close(f"flood: {self._responses} RESPONSE frames for "
+                       f"{self.messages_out} frames sent to it")
+            return
+        if self._acks:
+            self._acks.acknowledged(frame.msg_id,
+                                    frame.payload[0] if frame.payload else SUCCESS)
+
+    def _ping(self, frame: Frame) -> None:
+        self.respond(frame.msg_id)
+
+    def _login(self, frame: Frame) -> None:
+        try:
+            login = parse_login(frame.payload)
+            record, device_id = self.factory.authenticate(login)
+        except BadBody as e:
+            self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
+            return
+        except LoginRefused as e:
+            self._refuse(frame, e.status, str(e))
+            if e.status == Status.INVALID_TOKEN:
+                self.close(str(e))
+            return
+        if device_id is None:
+            device_id = f"{record.prefix or ''}device_{self.host}_{self.port}"
+        self._login_timer.cancel()
+        self.token = record
+        self.device_id = device_id
+        self.proto = login.proto
+        self._handlers = _AFTER_LOGIN
+        self.write(response(frame.msg_id, Status.SUCCESS, login=True))
+        self.log.info("{peer} logged in as {device} ({role} token {name})", peer=self.peer,
+                      device=device_id, role=record.role, name=record.name)
+        self.factory.hub.attach(self)
+
+    def _message(self, frame: Frame) -> None:
+        try:
+            send = parse_send(frame.command, frame.payload)
+        except BadBody as e:
+            self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
+            return
+        try:
+            result = self.factory.hub.route(self, send.target, send.payload, send.ack)
+        except JSONEncodeError as e:
+            # It parsed, but cannot be written again (nested too deeply): bad input.
+            self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, f"payload cannot be relayed: {e}")
+            return
+        except Exception:
+            self.log.failure("{peer} ({device}): routing failed", peer=self.peer,
+                             device=self.device_id)
+            self.factory.count("server_exception")
+            self.respond(frame.msg_id, Status.SERVER_EXCEPTION)
+            return
+        if isinstance(result, int):  # a cheaper test than Deferred's ABC isinstance
+            self._answer(result, frame.msg_id)
+        else:
+            result.addCallback(self._answer, frame.msg_id)
+
+    def _answer(self, status: int, msg_id: int) -> None:
+        if status != SUCCESS:
+            self.factory.count(Status(status).name.lower())
+        self.respond(msg_id, status)
+
+    # -- timers --
+
+    def _login_expired(self) -> None:
+        self.factory.count("login_timeout")
+        # The contract: TIMEOUT with the login's msg_id (1) just before closing.
+        self.write(response(1, Status.TIMEOUT, login=True))
+        self.close(f"no login within {self.factory.limits.login_timeout:g} s")
+
+    def _idle_check(self) -> None:
+        limit = self.factory.limits.idle_timeout
+        clock = self.factory.clock
+        silent = clock.seconds() - self.last_seen
+        if silent >= limit:
+            self.factory.count("idle")
+            self.close(f"silent for {silent:.0f} s")
+            return
+        if silent >= limit / 2:
+            self.deliver(Command.PING, b"")
+            delay = limit - silent
+        else:
+            delay = limit / 2 - silent
+        self._idle_timer = clock.callLater(delay, self._idle_check)
+
+
+def _table(actions: dict) -> dict:
+    """The protocol's rules table with each action's Session method in its place."""
+    methods = {rules.ACK: Session._ack, rules.PING: Session._ping,
+               rules.LOGIN: Session._login, rules.MESSAGE: Session._message}
+    return {command: methods.get(action, action) if isinstance(action, str) else action
+            for command, action in actions.items()}
+
+
+_BEFORE_LOGIN = _table(rules.BEFORE_LOGIN)
+_AFTER_LOGIN = _table(rules.AFTER_LOGIN)
