@@ -4,7 +4,9 @@ The token store: who may log in, as what.
 The file holds only SHA-256 digests of the tokens.  Tokens are random with at
 least 128 bits of entropy, so a fast hash is enough: there is nothing to
 brute-force, and a lookup on the login path stays O(1).  The secret itself is
-shown once, when it is created.
+shown once, when it is created.  Each record also keeps the stored key that
+checks a challenge login (L{hypertcp.protocol.challenge}); the first 16 hex
+characters of the digest name the token in such a login.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from hypertcp.protocol.challenge import KEY_ID_HEX, stored_key
 
 DEFAULT_PATH = "hypertcp-tokens.json"
 ROLES = ("device", "fleet", "observer")
@@ -57,10 +61,17 @@ class TokenRecord:
     reach: list[str] = field(default_factory=lambda: ["*"])
     created: float = 0.0
     revoked: bool = False
+    #: Checks challenge logins; None for tokens made before they existed.
+    stored_key: Optional[str] = None
 
     @property
     def device_id(self) -> Optional[str]:
         return self.name if self.role == "device" else None
+
+    @property
+    def key_id(self) -> str:
+        """The token's name in a challenge login."""
+        return self.hash[:KEY_ID_HEX]
 
     @property
     def observer(self) -> bool:
@@ -87,6 +98,7 @@ class TokenStore:
         self.path = Path(path)
         self._records: list[TokenRecord] = []
         self._by_hash: dict[str, TokenRecord] = {}
+        self._by_key: dict[str, TokenRecord] = {}
         self._stamp: Optional[tuple[int, int]] = None
         self._loaded = False
         self.reload()
@@ -116,6 +128,7 @@ class TokenStore:
             records = [TokenRecord(**entry) for entry in data["tokens"]]
         self._records = records
         self._by_hash = {r.hash: r for r in records if not r.revoked}
+        self._by_key = {r.key_id: r for r in self._by_hash.values()}
         self._stamp = stamp
         self._loaded = True
         return True
@@ -127,6 +140,10 @@ class TokenStore:
     def lookup(self, secret: str) -> Optional[TokenRecord]:
         """The live record for a presented token, or None."""
         return self._by_hash.get(digest(secret))
+
+    def by_key(self, key_id: str) -> Optional[TokenRecord]:
+        """The live record a challenge login names by its key id, or None."""
+        return self._by_key.get(key_id)
 
     def live(self, token_hash: str) -> Optional[TokenRecord]:
         """The current record of a token that is still live, or None."""
@@ -148,7 +165,8 @@ class TokenStore:
         secret = new_secret()
         self._records.append(TokenRecord(
             name=name, role=role, hash=digest(secret), prefix=prefix,
-            reach=list(reach) if reach else ["*"], created=time.time()))
+            reach=list(reach) if reach else ["*"], created=time.time(),
+            stored_key=stored_key(secret)))
         self._save()
         return secret
 
