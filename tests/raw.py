@@ -85,16 +85,25 @@ class Raw:
             self.sock.sendall(response(frame.msg_id))
         return json.loads(frame.payload)
 
-    def login(self, token: str) -> int:
-        """Log in the sketch's way: the raw token; return the status byte."""
-        msg_id = self.send(Command.LOGIN, token.encode())
+    def login(self, token: str, proto: Optional[int] = None) -> int:
+        """
+        Log in the sketch's way, the raw token (the server then sends no
+        status byte after the login answer), or with C{proto}, as a JSON
+        login at that protocol level; return the status byte.
+        """
+        payload = token.encode() if proto is None else json.dumps(
+            {"token": token, "proto": proto}).encode()
+        msg_id = self.send(Command.LOGIN, payload)
         frame = self.expect(lambda f: f.command == Command.RESPONSE and f.msg_id == msg_id)
         assert len(frame.payload) == 1, "the LOGIN answer always carries its status byte"
         return frame.payload[0]
 
-    def login_json(self, token: str, device_id: Optional[str] = None) -> int:
-        """Log in the original Python client's way."""
-        body = {"token": token}
+    def login_json(self, token: str, device_id: Optional[str] = None,
+                   proto: Optional[int] = 2) -> int:
+        """Log in with JSON, at protocol level C{proto} (None: the original Python client's way)."""
+        body: dict = {"token": token}
+        if proto is not None:
+            body["proto"] = proto
         if device_id is not None:
             body["device_id"] = device_id
         msg_id = self.send_json(Command.LOGIN, body)

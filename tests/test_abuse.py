@@ -27,7 +27,7 @@ def server(start_daemon):
 def bystander(server, token):
     """A well-behaved client that must keep being served through every test."""
     peer = Raw(server.port)
-    assert peer.login(token("bystander")) == Status.SUCCESS
+    assert peer.login(token("bystander"), proto=2) == Status.SUCCESS
     yield peer
     assert server.alive()
     assert peer.request(Command.PING, timeout=5) == Status.SUCCESS
@@ -36,7 +36,7 @@ def bystander(server, token):
 
 def logged_in(server, token, name: str = "dev") -> Raw:
     peer = Raw(server.port)
-    assert peer.login(token(name)) == Status.SUCCESS
+    assert peer.login(token(name), proto=2) == Status.SUCCESS
     return peer
 
 
@@ -110,14 +110,14 @@ def test_commands_before_login(server, token, bystander):
         assert peer.request(Command.JSON_MESSAGE, b'{"targetId":"bystander","payload":{}}') \
             == Status.NOT_AUTHENTICATED
         assert peer.request(Command.BROADCAST, b'{"payload":{}}') == Status.NOT_AUTHENTICATED
-        assert peer.login(token("late")) == Status.SUCCESS, "the connection lives on"
+        assert peer.login(token("late"), proto=2) == Status.SUCCESS, "the connection lives on"
     assert not bystander.inbox
 
 
 def test_login_twice(server, token, bystander):
     secret = token("twice")
     with Raw(server.port) as peer:
-        assert peer.login(secret) == Status.SUCCESS
+        assert peer.login(secret, proto=2) == Status.SUCCESS
         assert peer.request(Command.LOGIN, secret.encode()) == Status.ILLEGAL_COMMAND
         assert peer.request(Command.PING) == Status.SUCCESS
 
@@ -125,8 +125,8 @@ def test_login_twice(server, token, bystander):
 def test_flood_past_the_rate_limit(start_daemon, token):
     server = start_daemon("--rate-limit", "20", "--set", "limits.quota_strikes=200")
     with Raw(server.port) as calm, Raw(server.port) as flooder:
-        assert calm.login(token("calm")) == Status.SUCCESS
-        assert flooder.login(token("flooder")) == Status.SUCCESS
+        assert calm.login(token("calm"), proto=2) == Status.SUCCESS
+        assert flooder.login(token("flooder"), proto=2) == Status.SUCCESS
         burst = b"".join(encode(Command.PING, i) for i in range(1, 101))
         flooder.sock.sendall(burst)
         statuses = [flooder.answer_to(i) for i in range(1, 101)]
@@ -148,9 +148,9 @@ def test_a_reader_that_never_reads_costs_bounded_memory(start_daemon, token):
     sink.connect(("127.0.0.1", server.port))
     sink.sendall(encode(Command.LOGIN, 1, token("sink").encode()))
     sender = Raw(server.port)
-    assert sender.login(token("sender")) == Status.SUCCESS
+    assert sender.login(token("sender"), proto=2) == Status.SUCCESS
     bystander = Raw(server.port)
-    assert bystander.login(token("bystander")) == Status.SUCCESS
+    assert bystander.login(token("bystander"), proto=2) == Status.SUCCESS
 
     chunk = json.dumps({"targetId": "sink", "payload": {"blob": "x" * 8000}}).encode()
     count = 50 * 1024 * 1024 // len(chunk) + 1
@@ -201,7 +201,7 @@ def test_a_reader_that_never_reads_costs_bounded_memory(start_daemon, token):
 def test_connections_past_max_connections_are_closed_at_once(start_daemon, token):
     server = start_daemon("--set", "limits.max_connections=2")
     with Raw(server.port) as one, Raw(server.port) as two:
-        assert one.login(token("one")) == Status.SUCCESS
+        assert one.login(token("one"), proto=2) == Status.SUCCESS
         assert two.request(Command.PING) == Status.SUCCESS
         with Raw(server.port) as three:
             assert three.wait_closed()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Optional
 
 import pytest
 
@@ -20,15 +21,19 @@ def server(start_daemon):
     return start_daemon("--idle-timeout", "60")
 
 
-def sketch(port: int, token: str) -> Raw:
-    """A peer written to the original sketch's rules: raw-token login."""
+def sketch(port: int, token: str, proto: Optional[int] = 2) -> Raw:
+    """
+    A device: a raw-token login as the original sketch sends (C{proto}
+    None), or the project's JSON login at protocol level C{proto}, which
+    learns every status.
+    """
     peer = Raw(port)
-    assert peer.login(token) == Status.SUCCESS
+    assert peer.login(token, proto) == Status.SUCCESS
     return peer
 
 
 def test_sketch_and_python_client_dialects_talk(server, token):
-    device = sketch(server.port, token("esp32-1"))
+    device = sketch(server.port, token("esp32-1"), proto=None)
     fleet = token("backend", "--role", "fleet")
     with device, Raw(server.port) as app:
         assert app.login_json(fleet, "web-1") == Status.SUCCESS
@@ -98,7 +103,7 @@ def test_assigned_id_is_device_ip_port(server, token):
     observer = token("ops", "--role", "observer")
     with Raw(server.port) as ops, Raw(server.port) as anon:
         assert ops.login_json(observer, "ops") == Status.SUCCESS
-        assert anon.login(fleet) == Status.SUCCESS
+        assert anon.login(fleet, proto=2) == Status.SUCCESS
         event = ops.message()["payload"]
         host, port = anon.sock.getsockname()
         assert event["event"] == "deviceConnected"
@@ -278,7 +283,7 @@ def test_response_frames_from_clients_are_never_answered(server, token):
 def test_byte_at_a_time_and_a_thousand_frames_in_one_write(start_daemon, token):
     server = start_daemon("--rate-limit", "0")
     with Raw(server.port) as receiver, Raw(server.port) as sender:
-        assert receiver.login(token("receiver")) == Status.SUCCESS
+        assert receiver.login(token("receiver"), proto=2) == Status.SUCCESS
         login = encode(Command.LOGIN, 1, token("sender").encode())
         message = encode(Command.JSON_MESSAGE, 2, json.dumps(
             {"targetId": "receiver", "payload": {"slow": True}}).encode())
