@@ -86,6 +86,14 @@ def _optional_address(text: str) -> Optional[tuple[str, int]]:
     return _address(text) if text.strip() else None
 
 
+def _redis_url(text: str) -> str:
+    """A redis:// or rediss:// URL, checked now; empty: no cluster."""
+    if text.strip():
+        from hypertcp.cluster.url import parse
+        parse(text)
+    return text.strip()
+
+
 def _ssh_endpoints(text: str) -> list[str]:
     """Endpoint strings; a bare port number means that port on loopback only."""
     return [f"tcp:{word}:interface=127.0.0.1" if word.isdigit() else word
@@ -97,6 +105,8 @@ class Option:
     parse: Callable[[str], Any]
     default: str
     help: str
+    #: The value may hold a password: errors never repeat it.
+    secret: bool = False
 
 
 SCHEMA: dict[str, dict[str, Option]] = {
@@ -171,6 +181,22 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "ca": Option(_text, "",
                      "PEM CA file the nodes' certificates are checked against; empty: the system's"),
     },
+    "cluster": {
+        "redis": Option(_redis_url, "",
+                        "redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS) of the cluster's "
+                        "Redis; empty: a single node", secret=True),
+        "node_id": Option(_text, "", "this node's name in the cluster; empty: HOSTNAME-PID"),
+        "advertise": Option(_optional_address, "",
+                            "HOST:PORT devices reach this node at, for balancers; empty: "
+                            "the first plain listener's address"),
+        "prefix": Option(_text, "hypertcp:", "prefix of every Redis key and channel"),
+        "ttl": Option(_float(1), "5",
+                      "seconds a node's registration lives unless renewed: how soon a dead "
+                      "node's devices are forgotten"),
+        "refresh": Option(_float(0.1), "1", "seconds between renewals of the registration"),
+        "ca": Option(_text, "", "PEM CA file Redis's certificate is checked against (rediss://); "
+                                "empty: the system's"),
+    },
 }
 
 
@@ -215,6 +241,17 @@ class BalancerConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    redis: str
+    node_id: str
+    advertise: Optional[tuple[str, int]]
+    prefix: str
+    ttl: float
+    refresh: float
+    ca: str
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one typed dataclass per section."""
 
@@ -223,6 +260,7 @@ class Config:
     tls: TLSConfig
     manhole: ManholeConfig
     balancer: BalancerConfig
+    cluster: ClusterConfig
 
 
 #: The dataclass each section is read into.
@@ -269,7 +307,8 @@ def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], s
             try:
                 values[key] = option.parse(raw)
             except ValueError as e:
-                raise ConfigError(f"bad value for [{section}] {key} = {raw!r}: {e}") from None
+                shown = "(hidden)" if option.secret else repr(raw)
+                raise ConfigError(f"bad value for [{section}] {key} = {shown}: {e}") from None
         sections[section] = SECTIONS[section](**values)
     config = Config(**sections)
     _check(config)
@@ -278,7 +317,10 @@ def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], s
 
 def _check(config: Config) -> None:
     """Keys that only make sense together, checked now rather than at the first connection."""
-    tls, balancer = config.tls, config.balancer
+    tls, balancer, cluster = config.tls, config.balancer, config.cluster
+    if cluster.redis and cluster.ttl <= 2 * cluster.refresh:
+        raise ConfigError("[cluster] ttl must be more than twice [cluster] refresh, or a "
+                          "node that is alive can look dead")
     if (tls.listen or balancer.tls) and not tls.certificate:
         raise ConfigError("TLS listeners need [tls] certificate (try `hypertcp certs`)")
     if tls.require_client_cert and not tls.ca:

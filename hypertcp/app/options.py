@@ -65,6 +65,10 @@ class Options(usage.Options):
         """A node the balancer sends devices to, HOST:PORT ([balancer] backends; repeatable)"""
         self.lists.setdefault(("balancer", "backends"), []).append(address)
 
+    def opt_cluster(self, url: str) -> None:
+        """Join the cluster whose Redis is at URL, redis://HOST:PORT/DB ([cluster] redis)"""
+        self.overrides[("cluster", "redis")] = url
+
     def opt_set(self, assignment: str) -> None:
         """Set any config key: --set section.key=value (repeatable)"""
         name, sep, value = assignment.partition("=")

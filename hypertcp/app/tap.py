@@ -56,8 +56,10 @@ def build(config: Config, reactor: Any) -> MultiService:
     """The whole tree for C{config}; L{ConfigError} for files that make no service."""
     top = MultiService()
     factory = node(config, reactor)
-    for description in config.server.listen:
-        Listener("tcp", description, factory, reactor).setServiceParent(top)
+    plain = [Listener("tcp", description, factory, reactor)
+             for description in config.server.listen]
+    for listener in plain:
+        listener.setServiceParent(top)
     TimerService(config.server.token_reload, factory.reload_tokens).setServiceParent(top)
     certificate = None
     if config.tls.certificate:
@@ -71,6 +73,9 @@ def build(config: Config, reactor: Any) -> MultiService:
         from hypertcp.app.balancer.service import makeService as balancer_service
         balancer = balancer_service(config.balancer, factory, certificate, reactor)
         balancer.setServiceParent(top)
+    if config.cluster.redis:
+        from hypertcp.app.cluster import makeService as cluster_service
+        cluster_service(config.cluster, factory.hub, plain, reactor).setServiceParent(top)
     if config.manhole.listen:
         from hypertcp.app.manhole import makeService as manhole_service
         manhole_service(config.manhole, factory, balancer, reactor).setServiceParent(top)

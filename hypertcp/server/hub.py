@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from hypertcp.protocol.bodies import delivery_body, event_body, telemetry_body
 from hypertcp.protocol.commands import Command, Status
-from hypertcp.server.interfaces import IPeer
+from hypertcp.server.interfaces import IPeer, IRemote
 
 #: deviceStatus events sent to a new observer per reactor turn.
 SNAPSHOT_BATCH = 256
@@ -28,6 +28,28 @@ SNAPSHOT_BATCH = 256
 Handler = Callable[["Hub", IPeer, dict], Optional[dict]]
 # Bound once: on Python 3.11 an enum member lookup costs about 60 ns.
 JSON_MESSAGE, BROADCAST, SUCCESS = Command.JSON_MESSAGE, Command.BROADCAST, Status.SUCCESS
+# Answers that say "not delivered yet": another receiver may still do better.
+_NOT_YET = frozenset((Status.TIMEOUT, Status.DEVICE_NOT_IN_NETWORK))
+
+
+def first_delivery(waits: list[Deferred]) -> Deferred:
+    """
+    The status of the first wait that reports a delivery; when none does,
+    the last answer (TIMEOUT, or DEVICE_NOT_IN_NETWORK if every receiver was
+    gone).
+    """
+    result: Deferred = Deferred()
+    waiting = len(waits)
+
+    def one(status: int) -> None:
+        nonlocal waiting
+        waiting -= 1
+        if not result.called and (status not in _NOT_YET or not waiting):
+            result.callback(status)
+
+    for wait in waits:
+        wait.addCallback(one)
+    return result
 
 
 class CommandError(Exception):
@@ -40,6 +62,9 @@ class CommandError(Exception):
 
 class Hub:
     log = Logger()
+
+    #: The other nodes of a cluster; None on a single node.
+    remote: Optional[IRemote] = None
 
     def __init__(self, clock: Any, ack_timeout: float = 10.0) -> None:
         self.clock = clock
@@ -64,7 +89,9 @@ class Hub:
         self._presence("deviceConnected", peer)
         if peer.token.observer:
             self.observers.add(peer)
-            others = [other for other in self.sessions if other is not peer]
+            others: list[Any] = [other for other in self.sessions if other is not peer]
+            if self.remote is not None:
+                others.extend(self.remote.peers())
             # After the login's own answer, outside the read that carried it.
             self.clock.callLater(0, self._snapshot, peer, iter(others))
 
@@ -76,8 +103,10 @@ class Hub:
         """
         if observer not in self.observers:
             return
+        remote = self.remote
         for count, other in enumerate(others, 1):
-            if other in self.sessions:  # it may have left since; its event went out
+            # It may have left since (its event went out).
+            if other in self.sessions or (remote is not None and remote.holds(other.device_id)):
                 observer.deliver(JSON_MESSAGE, self._event("deviceStatus", other, online=True))
             if observer.paused or count == SNAPSHOT_BATCH:
                 observer.when_drained(
@@ -101,10 +130,14 @@ class Hub:
         return event_body(event, peer.device_id, peer.peer, int(time.time() * 1000), **extra)
 
     def _presence(self, event: str, peer: IPeer) -> None:
-        if self.observers:
-            self._to_observers(self._event(event, peer), peer)
+        if self.observers or self.remote is not None:
+            body = self._event(event, peer)
+            self.to_observers(body, peer)
+            if self.remote is not None:
+                self.remote.presence(event, peer, body)
 
-    def _to_observers(self, body: bytes, skip: IPeer) -> None:
+    def to_observers(self, body: bytes, skip: Optional[IPeer] = None) -> None:
+        """Deliver a JSON_MESSAGE body to every observer here (but C{skip})."""
         for observer in self.observers:
             if observer is not skip:
                 observer.deliver(JSON_MESSAGE, body)
@@ -125,30 +158,59 @@ class Hub:
         if target == "server":
             return self.to_server(sender, payload)
         live = self.devices.get(target)
+        remote = self.remote
+        if remote is not None and remote.holds(target):
+            return self._route_far(remote, sender, target, payload, ack, live)
         if not live:
             return Status.DEVICE_NOT_IN_NETWORK
-        body = delivery_body(sender.device_id, payload)
+        return self._deliver(live, delivery_body(sender.device_id, payload), ack)
+
+    def _deliver(self, live: list[IPeer], body: bytes, ack: bool) -> Union[int, Deferred]:
+        """To every connection in C{live}: SUCCESS, or with C{ack} the first acknowledgement."""
         self.delivered += len(live)
         if not ack:
             for peer in live:
                 peer.deliver(JSON_MESSAGE, body)
             return SUCCESS
-        return self._acked(live, body)
+        return first_delivery([peer.deliver_acked(JSON_MESSAGE, body, self.ack_timeout)
+                               for peer in live])
 
-    def _acked(self, live: list[IPeer], body: bytes) -> Deferred:
-        """The first receiver's acknowledgement, or TIMEOUT when none comes."""
-        result: Deferred = Deferred()
-        waiting = len(live)
+    def _route_far(self, remote: IRemote, sender: IPeer, target: str, payload: dict, ack: bool,
+                   live: Optional[list[IPeer]]) -> Union[int, Deferred]:
+        """C{target} is (also) on other nodes: there through the cluster, here directly."""
+        body = delivery_body(sender.device_id, payload)
+        far = remote.route(sender.device_id, target, body, ack)
+        if not live:
+            return far if far is not None else Status.DEVICE_NOT_IN_NETWORK
+        here = self._deliver(live, body, ack)
+        if not ack or far is None:
+            return here  # delivered here: that is the sender's answer
+        return first_delivery([here, far])
 
-        def one(status: int) -> None:
-            nonlocal waiting
-            waiting -= 1
-            if not result.called and (status != Status.TIMEOUT or not waiting):
-                result.callback(status)
+    # -- what other nodes send for the connections here --
 
+    def deliver_here(self, target: str, command: int, body: bytes) -> int:
+        """Hand a frame body to every connection of C{target} here; return how many."""
+        live = self.devices.get(target, ())
         for peer in live:
-            peer.deliver_acked(JSON_MESSAGE, body, self.ack_timeout).addCallback(one)
+            peer.deliver(command, body)
+        self.delivered += len(live)
+        return len(live)
+
+    def deliver_here_acked(self, target: str, body: bytes) -> Optional[Deferred]:
+        """The first acknowledgement of C{target}'s connections here; None if it has none."""
+        live = self.devices.get(target)
+        if not live:
+            return None
+        result = self._deliver(live, body, True)
+        assert isinstance(result, Deferred)
         return result
+
+    def broadcast_here(self, body: bytes) -> None:
+        """A BROADCAST from another node, to every connection here."""
+        for peer in self.sessions:
+            peer.deliver(BROADCAST, body)
+        self.delivered += len(self.sessions)
 
     def broadcast(self, sender: Optional[IPeer], payload: dict) -> int:
         """Deliver a BROADCAST to every logged-in peer but the sender."""
@@ -157,6 +219,8 @@ class Hub:
             if peer is not sender:
                 peer.deliver(BROADCAST, body)
         self.delivered += len(self.sessions) - (sender is not None)
+        if self.remote is not None:
+            self.remote.broadcast(body)
         return SUCCESS
 
     def to_server(self, sender: IPeer, payload: dict) -> int:
@@ -168,8 +232,11 @@ class Hub:
         name = payload.get("command")
         handler = self.commands.get(name) if isinstance(name, str) else None
         if handler is None:
-            if self.observers:
-                self._to_observers(telemetry_body(sender.device_id, payload), sender)
+            if self.observers or self.remote is not None:
+                body = telemetry_body(sender.device_id, payload)
+                self.to_observers(body, sender)
+                if self.remote is not None:
+                    self.remote.telemetry(body)
             return SUCCESS
         try:
             reply = handler(self, sender, payload)
@@ -181,26 +248,46 @@ class Hub:
             sender.deliver(JSON_MESSAGE, delivery_body("server", reply))
         return SUCCESS
 
-    def send(self, target: str, payload: dict) -> int:
-        """Send C{payload} from "server" to every live peer of C{target}."""
+    def send(self, target: str, payload: dict) -> Union[int, Deferred]:
+        """
+        Send C{payload} from "server" to every live connection of C{target},
+        on any node: the status, or a Deferred of it when other nodes hold it.
+        """
         live = self.devices.get(target)
-        if not live:
-            return Status.DEVICE_NOT_IN_NETWORK
         body = delivery_body("server", payload)
-        for peer in live:
-            peer.deliver(JSON_MESSAGE, body)
-        return SUCCESS
+        far = self.remote.route("server", target, body, False) if self.remote is not None else None
+        if live:
+            for peer in live:
+                peer.deliver(JSON_MESSAGE, body)
+            return SUCCESS
+        return far if far is not None else Status.DEVICE_NOT_IN_NETWORK
 
     # -- administration --
 
     def redirect(self, device_id: Optional[str], host: str, port: int, tls: bool = False) -> int:
-        """Redirect one device's peers (or all, with C{None}); return how many."""
+        """
+        Redirect one device's connections, on any node, or with C{None} every
+        connection of this node; return how many.
+        """
+        far = 0
+        if device_id is not None and self.remote is not None:
+            far = self.remote.command(device_id, {"op": "redirect", "server": host, "port": port,
+                                                  "tls": tls})
+        return self.redirect_here(device_id, host, port, tls) + far
+
+    def redirect_here(self, device_id: Optional[str], host: str, port: int, tls: bool) -> int:
         peers = list(self.sessions if device_id is None else self.devices.get(device_id, ()))
         for peer in peers:
             peer.redirect(host, port, tls)
         return len(peers)
 
     def kick(self, device_id: str, reason: str = "kicked by an operator") -> int:
+        """Close every connection of C{device_id}, on any node; return how many."""
+        far = self.remote.command(device_id, {"op": "kick", "reason": reason}) \
+            if self.remote is not None else 0
+        return self.kick_here(device_id, reason) + far
+
+    def kick_here(self, device_id: str, reason: str) -> int:
         peers = list(self.devices.get(device_id, ()))
         for peer in peers:
             peer.close(reason)
@@ -221,6 +308,10 @@ class Hub:
         return len(peers)
 
     def stats(self) -> dict:
-        return {"sessions": len(self.sessions), "devices": len(self.devices),
-                "observers": len(self.observers), "delivered": self.delivered,
-                "draining": self.draining is not None}
+        """This node's figures, and the cluster's under "cluster" when there is one."""
+        figures = {"sessions": len(self.sessions), "devices": len(self.devices),
+                   "observers": len(self.observers), "delivered": self.delivered,
+                   "draining": self.draining is not None}
+        if self.remote is not None:
+            figures["cluster"] = self.remote.stats()
+        return figures

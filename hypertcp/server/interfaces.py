@@ -34,3 +34,39 @@ class IPeer(Interface):
 
     def close(reason: str) -> None:
         """Close after what is queued is sent; C{reason} goes to the log."""
+
+
+class IRemote(Interface):
+    """
+    The other nodes of a cluster, as the hub sees them: where a device that
+    is not connected here may be, and how what is for it gets there.  A
+    single node has none (the hub's C{remote} is None).
+    """
+
+    def holds(device_id: str) -> bool:
+        """Does another node hold a connection of C{device_id}, as far as this node knows?"""
+
+    def route(sender_id: str, target: str, body: bytes, ack: bool) -> object:
+        """
+        Deliver a JSON_MESSAGE body to C{target}'s connections on other
+        nodes: a Deferred of the status for the sender, or None when no
+        other node holds C{target}.
+        """
+
+    def broadcast(body: bytes) -> None:
+        """Deliver a BROADCAST body to every connection on every other node."""
+
+    def presence(event: str, peer: IPeer, body: bytes) -> None:
+        """A connection here logged in or left; C{body} is the observers' event."""
+
+    def telemetry(body: bytes) -> None:
+        """Pass a telemetry body to the observers on every other node."""
+
+    def peers() -> object:
+        """The connections on other nodes, each with C{device_id} and C{peer}, for snapshots."""
+
+    def command(device_id: str, op: dict) -> int:
+        """Ask the nodes holding C{device_id} to run C{op}; return how many connections it reaches."""
+
+    def stats() -> dict:
+        """What the cluster adds to the stats: nodes, devices and sessions elsewhere."""

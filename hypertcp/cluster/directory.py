@@ -1,0 +1,91 @@
+"""Which other node holds which device, as far as this node knows."""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+
+class RemotePeer(NamedTuple):
+    """A connection on another node, as presence snapshots show it."""
+
+    device_id: str
+    peer: str  # its address, HOST:PORT, as that node sees it
+    node: str
+
+
+class Directory:
+    """
+    The connections of every other node: kept from their presence events,
+    and replaced whole from Redis when this node (re)joins or another node
+    is found.  Routing asks it for every message, so it is a dict lookup.
+    """
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, dict[str, RemotePeer]] = {}
+        self._devices: dict[str, dict[str, int]] = {}
+
+    def __len__(self) -> int:
+        """Connections known on other nodes."""
+        return sum(len(peers) for peers in self._nodes.values())
+
+    def holds(self, device_id: str) -> bool:
+        return device_id in self._devices
+
+    def nodes_of(self, device_id: str) -> dict[str, int]:
+        """The nodes holding C{device_id}, each with its number of connections there."""
+        return self._devices.get(device_id, {})
+
+    def add(self, node: str, device_id: str, client_id: str) -> None:
+        peers = self._nodes.setdefault(node, {})
+        if client_id in peers:
+            return
+        peers[client_id] = RemotePeer(device_id, client_id, node)
+        counts = self._devices.setdefault(device_id, {})
+        counts[node] = counts.get(node, 0) + 1
+
+    def remove(self, node: str, client_id: str) -> None:
+        peer = self._nodes.get(node, {}).pop(client_id, None)
+        if peer is None:
+            return
+        counts = self._devices[peer.device_id]
+        counts[node] -= 1
+        if not counts[node]:
+            del counts[node]
+            if not counts:
+                del self._devices[peer.device_id]
+
+    def forget(self, node: str) -> list[RemotePeer]:
+        """Drop every connection of C{node}; return them."""
+        peers = list(self._nodes.get(node, {}).values())
+        for peer in peers:
+            self.remove(node, peer.peer)
+        self._nodes.pop(node, None)
+        return peers
+
+    def replace(self, node: str, peers: list[tuple[str, str]]) -> tuple[list[RemotePeer],
+                                                                        list[RemotePeer]]:
+        """
+        Make C{node}'s connections exactly C{peers} (device id, client id);
+        return those that appeared and those that went.
+        """
+        before = dict(self._nodes.get(node, {}))
+        now = {client_id: device_id for device_id, client_id in peers}
+        gone = [peer for client_id, peer in before.items() if client_id not in now]
+        for peer in gone:
+            self.remove(node, peer.peer)
+        came = []
+        for client_id, device_id in now.items():
+            if client_id not in before:
+                self.add(node, device_id, client_id)
+                came.append(RemotePeer(device_id, client_id, node))
+        return came, gone
+
+    def nodes(self) -> list[str]:
+        return [node for node, peers in self._nodes.items() if peers]
+
+    def peers(self) -> Iterator[RemotePeer]:
+        for peers in self._nodes.values():
+            yield from peers.values()
+
+    def devices(self) -> int:
+        return len(self._devices)

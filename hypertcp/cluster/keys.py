@@ -1,0 +1,28 @@
+"""Every Redis key and channel the cluster uses, named in one place (docs/operations.rst lists them)."""
+
+from __future__ import annotations
+
+
+class Keys:
+    """The names under one prefix, so several clusters can share a Redis."""
+
+    def __init__(self, prefix: str = "hypertcp:") -> None:
+        self.prefix = prefix
+        #: SET of the ids of nodes that have registered.
+        self.nodes = f"{prefix}nodes"
+        #: Channel every node hears: broadcasts, presence, telemetry, token changes.
+        self.everyone = f"{prefix}all"
+        #: HASH of the cluster's tokens, by digest (the token file's records as JSON).
+        self.tokens = f"{prefix}tokens"
+
+    def node(self, node_id: str) -> str:
+        """A node's registration (JSON), kept alive by its refreshing the TTL."""
+        return f"{self.prefix}node:{node_id}"
+
+    def inbox(self, node_id: str) -> str:
+        """The channel a node hears what is for its own sessions on."""
+        return f"{self.prefix}inbox:{node_id}"
+
+    def devices(self, node_id: str) -> str:
+        """HASH of a node's connections: "device id NUL client id" -> JSON (role, since)."""
+        return f"{self.prefix}devices:{node_id}"

@@ -1,0 +1,374 @@
+"""
+This node in the cluster: its registration, its view of the others, and
+the traffic between them.
+
+Everything a session here sends to a device on another node goes into that
+node's outbox; once per reactor turn each outbox is published, as one
+batch, on the node's inbox channel.  The number of subscribers PUBLISH
+reports tells whether the node was there to take it: a sender gets SUCCESS
+when it was, DEVICE_NOT_IN_NETWORK when the node has gone, and
+SERVER_EXCEPTION while Redis itself cannot be reached.  Broadcasts,
+presence events and telemetry go once on the channel every node hears.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Callable, Iterator, Optional
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hypertcp.cluster import envelopes as env
+from hypertcp.cluster.directory import Directory, RemotePeer
+from hypertcp.cluster.keys import Keys
+from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.jsoncodec import dumps, loads
+from hypertcp.server.hub import Hub, first_delivery
+from hypertcp.server.interfaces import IPeer, IRemote
+
+JSON_MESSAGE, BROADCAST = Command.JSON_MESSAGE, Command.BROADCAST
+SUCCESS, GONE, BUS_DOWN = Status.SUCCESS, Status.DEVICE_NOT_IN_NETWORK, Status.SERVER_EXCEPTION
+CONNECTED = 1
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _Outbox:
+    """What is waiting for one channel's next PUBLISH."""
+
+    __slots__ = ("items", "waiters")
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+        # (deferred, ref): ref 0 for a plain delivery, else an acked one's.
+        self.waiters: list[tuple[Deferred, int]] = []
+
+
+@implementer(IRemote)
+class ClusterNode:
+    """
+    The cluster as this node's hub sees it (L{IRemote}), kept over a bus
+    with C{call(*args)} and C{publish(channel, data)} (L{RedisLink}), which
+    calls L{bus_up}, L{bus_down} and L{received}.
+    """
+
+    log = Logger()
+
+    def __init__(self, hub: Hub, node_id: str, address: Callable[[], Optional[tuple[str, int]]],
+                 keys: Keys, clock: Any, ttl: float = 5.0, refresh: float = 1.0,
+                 tls: bool = False) -> None:
+        self.hub = hub
+        self.id = node_id
+        self.address = address
+        self.keys = keys
+        self.clock = clock
+        self.ttl = ttl
+        self.refresh = refresh
+        self.tls = tls
+        self.bus: Any = None
+        self.up = False
+        self.directory = Directory()
+        #: The other nodes alive at the last look at the registry, with their registrations.
+        self.nodes: dict[str, dict] = {}
+        self.started = time.time()
+        self.inbox = keys.inbox(node_id)
+        self._outboxes: dict[str, _Outbox] = {}
+        self._flush_call: Any = None
+        self._acks: dict[int, Deferred] = {}
+        self._ref = 0
+        self._beat = LoopingCall(self._heartbeat)
+        self._beat.clock = clock
+        #: Called when another node says the shared tokens changed.
+        self.on_tokens: Optional[Callable[[], None]] = None
+        hub.remote = self
+
+    @property
+    def channels(self) -> list[str]:
+        return [self.inbox, self.keys.everyone]
+
+    # -- joining and leaving --
+
+    def start(self, bus: Any) -> None:
+        self.bus = bus
+        self._beat.start(self.refresh, now=False)
+
+    def stop(self) -> Optional[Deferred]:
+        """Leave cleanly: others forget this node's devices now, not at the TTL."""
+        if self._beat.running:
+            self._beat.stop()
+        if not self.up:
+            return None
+        self._queue(self.keys.everyone, env.GONE, 0, "", b"")
+        self._flush()
+        return DeferredList([self.bus.call("DEL", self.keys.node(self.id), self.keys.devices(self.id)),
+                             self.bus.call("SREM", self.keys.nodes, self.id)], consumeErrors=True)
+
+    def bus_up(self) -> None:
+        """Redis is reachable (again): say who is here, and learn who is elsewhere."""
+        self.up = True
+        mine = self.keys.devices(self.id)
+        fields: list[Any] = []
+        for peer in list(self.hub.sessions):
+            fields += [self._field(peer), b"1"]
+        self.bus.call("DEL", mine).addCallback(
+            lambda _: fields and self.bus.call("HSET", mine, *fields)).addErrback(self._failed)
+        self._heartbeat(resync=True)
+
+    def bus_down(self) -> None:
+        self.up = False
+
+    def _field(self, peer: Any) -> bytes:
+        return f"{peer.device_id}\0{peer.peer}".encode("utf-8")
+
+    def _registration(self) -> bytes:
+        address = self.address()
+        return dumps({"id": self.id, "address": f"{address[0]}:{address[1]}" if address else None,
+                      "tls": self.tls, "sessions": len(self.hub.sessions),
+                      "devices": len(self.hub.devices), "draining": self.hub.draining is not None,
+                      "pid": os.getpid(), "started": self.started})
+
+    def _heartbeat(self, resync: bool = False) -> None:
+        """Renew this node's registration, and notice nodes that came or went."""
+        if not self.up:
+            return
+        bus = self.bus
+        bus.call("SET", self.keys.node(self.id), self._registration(),
+                 "PX", int(self.ttl * 1000)).addErrback(self._failed)
+        bus.call("SADD", self.keys.nodes, self.id).addErrback(self._failed)
+        bus.call("SMEMBERS", self.keys.nodes).addCallback(self._members, resync).addErrback(
+            self._failed)
+
+    def _members(self, members: list[bytes], resync: bool) -> Optional[Deferred]:
+        others = sorted(m.decode("utf-8") for m in members if m.decode("utf-8") != self.id)
+        if not others:
+            self._seen({}, resync)
+            return None
+        return self.bus.call("MGET", *[self.keys.node(n) for n in others]).addCallback(
+            lambda values: self._seen(
+                {n: loads(v) for n, v in zip(others, values) if v is not None}, resync,
+                dead=[n for n, v in zip(others, values) if v is None]))
+
+    def _seen(self, alive: dict[str, dict], resync: bool, dead: Optional[list[str]] = None) -> None:
+        for node in dead or ():
+            # Its registration ran out: it died, or lost Redis for longer than the TTL.
+            self.bus.call("SREM", self.keys.nodes, node).addErrback(self._failed)
+            self.bus.call("DEL", self.keys.devices(node)).addErrback(self._failed)
+        for node in set(self.nodes) - set(alive):
+            self._node_gone(node, "its registration expired")
+        new = [node for node in alive if node not in self.nodes]
+        self.nodes = alive
+        for node in (alive if resync else new):
+            self._sync(node)
+
+    def _sync(self, node: str) -> None:
+        """Replace what this node knows of C{node}'s connections with what Redis holds."""
+        def got(fields: list[bytes]) -> None:
+            if node not in self.nodes:
+                return
+            pairs = []
+            for field in fields[::2]:
+                device_id, _, client_id = field.decode("utf-8").partition("\0")
+                pairs.append((device_id, client_id))
+            came, gone = self.directory.replace(node, pairs)
+            for peer in came:
+                self._tell_observers("deviceConnected", peer)
+            for peer in gone:
+                self._tell_observers("deviceDisconnected", peer)
+        self.bus.call("HGETALL", self.keys.devices(node)).addCallback(got).addErrback(self._failed)
+
+    def _node_gone(self, node: str, why: str) -> None:
+        self.nodes.pop(node, None)
+        peers = self.directory.forget(node)
+        if peers:
+            self.log.warn("cluster: node {node} has gone ({why}); its {count} connections with it",
+                          node=node, why=why, count=len(peers))
+        for peer in peers:
+            self._tell_observers("deviceDisconnected", peer)
+
+    def _tell_observers(self, event: str, peer: RemotePeer) -> None:
+        if self.hub.observers:
+            self.hub.to_observers(self.hub._event(event, peer))
+
+    def _failed(self, failure: Any) -> None:
+        """A command lost to Redis going away: RedisLink says so once, and the resync mends it."""
+
+    # -- IRemote: what the hub asks of the cluster --
+
+    def holds(self, device_id: str) -> bool:
+        return self.directory.holds(device_id)
+
+    def route(self, sender_id: str, target: str, body: bytes, ack: bool) -> Optional[Deferred]:
+        nodes = self.directory.nodes_of(target)
+        if not nodes:
+            return None
+        waits = [self._send(node, target, body, ack) for node in nodes]
+        return waits[0] if len(waits) == 1 else first_delivery(waits)
+
+    def _send(self, node: str, target: str, body: bytes, ack: bool) -> Deferred:
+        d: Deferred = Deferred()
+        if not self.up:
+            d.callback(BUS_DOWN)
+            return d
+        ref = 0
+        if ack:
+            ref = self._ref = self._ref % env.MAX_REF + 1
+            self._acks[ref] = d
+            # The receiving node answers TIMEOUT after its own ack timeout;
+            # this one covers a node that dies meanwhile.
+            d.addTimeout(self.hub.ack_timeout + 2 * self.refresh, self.clock,
+                         onTimeoutCancel=lambda *_: Status.TIMEOUT)
+            d.addBoth(self._forget_ack, ref)
+        self._queue(self.keys.inbox(node), env.DELIVER_ACKED if ack else env.DELIVER, ref,
+                    target, body, d)
+        return d
+
+    def _forget_ack(self, result: Any, ref: int) -> Any:
+        self._acks.pop(ref, None)
+        return result
+
+    def broadcast(self, body: bytes) -> None:
+        if self.up:
+            self._queue(self.keys.everyone, env.BROADCAST, 0, "", body)
+
+    def presence(self, event: str, peer: IPeer, body: bytes) -> None:
+        if not self.up:
+            return  # the resync when Redis is back writes the whole list
+        field, mine = self._field(peer), self.keys.devices(self.id)
+        connected = event == "deviceConnected"
+        if connected:
+            self.bus.call("HSET", mine, field, b"1").addErrback(self._failed)
+        else:
+            self.bus.call("HDEL", mine, field).addErrback(self._failed)
+        self._queue(self.keys.everyone, env.PRESENCE, CONNECTED if connected else 0,
+                    f"{peer.device_id}\0{peer.peer}", body)
+
+    def telemetry(self, body: bytes) -> None:
+        if self.up:
+            self._queue(self.keys.everyone, env.TELEMETRY, 0, "", body)
+
+    def peers(self) -> Iterator[RemotePeer]:
+        return self.directory.peers()
+
+    def command(self, device_id: str, op: dict) -> int:
+        nodes = self.directory.nodes_of(device_id)
+        if not self.up:
+            return 0
+        for node in nodes:
+            self._queue(self.keys.inbox(node), env.COMMAND, 0, device_id, dumps(op))
+        return sum(nodes.values())
+
+    def stats(self) -> dict:
+        return {"node": self.id, "bus": "up" if self.up else "down",
+                "nodes": len(self.nodes) + 1, "elsewhere": {
+                    "sessions": len(self.directory), "devices": self.directory.devices()}}
+
+    def tokens_changed(self) -> None:
+        """Tell the other nodes to reload the shared tokens."""
+        if self.up:
+            self._queue(self.keys.everyone, env.TOKENS, 0, "", b"")
+
+    # -- the outboxes --
+
+    def _queue(self, channel: str, kind: int, ref: int, target: str, body: bytes,
+               waiter: Optional[Deferred] = None) -> None:
+        box = self._outboxes.get(channel)
+        if box is None:
+            box = self._outboxes[channel] = _Outbox()
+        box.items.append(env.encode_item(kind, ref, target, body))
+        if waiter is not None:
+            box.waiters.append((waiter, ref))
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        """One PUBLISH per channel for everything queued this turn."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        boxes, self._outboxes = self._outboxes, {}
+        for channel, box in boxes.items():
+            batch = env.encode_batch(self.id, box.items)
+            self.bus.publish(channel, batch).addCallbacks(
+                self._published, self._unpublished, (box.waiters,), None, (box.waiters,))
+
+    def _published(self, receivers: int, waiters: list[tuple[Deferred, int]]) -> None:
+        for d, ref in waiters:
+            if d.called:
+                continue
+            if not receivers:
+                d.callback(GONE)  # no node listens there any more
+            elif not ref:
+                d.callback(SUCCESS)
+            # An acked delivery now waits for the receiving node's ACK.
+
+    def _unpublished(self, failure: Any, waiters: list[tuple[Deferred, int]]) -> None:
+        for d, _ in waiters:
+            if not d.called:
+                d.callback(BUS_DOWN)
+
+    # -- what arrives --
+
+    def received(self, channel: bytes, data: bytes) -> None:
+        try:
+            origin, items = env.decode_batch(data)
+        except ValueError as e:
+            self.log.error("cluster: a malformed batch on {channel}: {error}",
+                           channel=channel.decode("utf-8", "replace"), error=str(e))
+            return
+        if origin == self.id:
+            return  # our own, on the channel everyone hears
+        hub = self.hub
+        for item in items:
+            kind = item.kind
+            if kind == env.DELIVER:
+                hub.deliver_here(item.target, JSON_MESSAGE, item.body)
+            elif kind == env.DELIVER_ACKED:
+                self._deliver_acked(origin, item)
+            elif kind == env.ACK:
+                d = self._acks.get(item.ref)
+                if d is not None and not d.called:
+                    d.callback(item.body[0] if item.body else SUCCESS)
+            elif kind == env.BROADCAST:
+                hub.broadcast_here(item.body)
+            elif kind == env.PRESENCE:
+                device_id, _, client_id = item.target.partition("\0")
+                if item.ref == CONNECTED:
+                    self.directory.add(origin, device_id, client_id)
+                else:
+                    self.directory.remove(origin, client_id)
+                if hub.observers:
+                    hub.to_observers(item.body)
+            elif kind == env.TELEMETRY:
+                if hub.observers:
+                    hub.to_observers(item.body)
+            elif kind == env.COMMAND:
+                self._command(item.target, loads(item.body))
+            elif kind == env.GONE:
+                self._node_gone(origin, "it left")
+            elif kind == env.TOKENS and self.on_tokens is not None:
+                self.on_tokens()
+
+    def _deliver_acked(self, origin: str, item: env.Item) -> None:
+        reply = self.keys.inbox(origin)
+        d = self.hub.deliver_here_acked(item.target, item.body)
+        if d is None:
+            self._queue(reply, env.ACK, item.ref, "", bytes((GONE,)))
+            return
+        d.addCallback(lambda status: self._queue(reply, env.ACK, item.ref, "", bytes((status,))))
+
+    def _command(self, device_id: str, op: dict) -> None:
+        name = op.get("op")
+        if name == "kick":
+            self.hub.kick_here(device_id, str(op.get("reason") or "kicked by an operator"))
+        elif name == "redirect":
+            self.hub.redirect_here(device_id, op["server"], op["port"], bool(op.get("tls")))
+        else:
+            self.log.warn("cluster: unknown command {op!r} for {device}", op=name, device=device_id)
+
