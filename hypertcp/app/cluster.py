@@ -11,8 +11,9 @@ from hypertcp.app.listeners import Listener
 from hypertcp.cluster.keys import Keys
 from hypertcp.cluster.node import ClusterNode, default_node_id
 from hypertcp.cluster.redis import RedisLink
+from hypertcp.cluster.tokens import ClusterTokens
 from hypertcp.cluster.url import parse
-from hypertcp.server.hub import Hub
+from hypertcp.server.factory import HyperTCPFactory
 
 
 class ClusterService(MultiService):
@@ -50,11 +51,14 @@ def advertised(config: ClusterConfig, listeners: list[Listener]
     return address
 
 
-def makeService(config: ClusterConfig, hub: Hub, listeners: list[Listener],
+def makeService(config: ClusterConfig, factory: HyperTCPFactory, listeners: list[Listener],
                 reactor: Any) -> ClusterService:
     url = parse(config.redis)
-    node = ClusterNode(hub, config.node_id or default_node_id(), advertised(config, listeners),
-                       Keys(config.prefix), reactor, ttl=config.ttl, refresh=config.refresh)
+    keys = Keys(config.prefix)
+    node = ClusterNode(factory.hub, config.node_id or default_node_id(),
+                       advertised(config, listeners), keys, reactor, ttl=config.ttl,
+                       refresh=config.refresh)
+    node.tokens = ClusterTokens(factory.tokens, keys, factory.tokens_changed)
     tls = None
     if url.tls:
         from hypertcp.app.tls import client_options

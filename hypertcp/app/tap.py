@@ -75,7 +75,7 @@ def build(config: Config, reactor: Any) -> MultiService:
         balancer.setServiceParent(top)
     if config.cluster.redis:
         from hypertcp.app.cluster import makeService as cluster_service
-        cluster_service(config.cluster, factory.hub, plain, reactor).setServiceParent(top)
+        cluster_service(config.cluster, factory, plain, reactor).setServiceParent(top)
     if config.manhole.listen:
         from hypertcp.app.manhole import makeService as manhole_service
         manhole_service(config.manhole, factory, balancer, reactor).setServiceParent(top)

@@ -3,22 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import datetime
-from typing import Any
+from typing import Any, Optional
 
 from hypertcp.cli.common import CommandError
 from hypertcp.server import tokens
+
+CLUSTER_ENV = "HYPERTCP_CLUSTER"
+
+
+def _cluster(args: argparse.Namespace) -> Optional[str]:
+    """The cluster's Redis URL when the tokens live there (--cluster or $HYPERTCP_CLUSTER)."""
+    return args.cluster or os.environ.get(CLUSTER_ENV) or None
+
+
+def _in_cluster(args: argparse.Namespace, operation: Any) -> Any:
+    """Run C{operation(admin)} on the cluster's tokens; its result."""
+    from hypertcp.cluster import oneshot
+    from hypertcp.cluster.tokens import TokenAdmin
+
+    try:
+        return oneshot.run(_cluster(args), lambda call, keys: operation(TokenAdmin(call, keys)),
+                           prefix=args.cluster_prefix)
+    except (ConnectionError, ValueError) as e:
+        raise CommandError(str(e)) from None
 
 def _store(args: argparse.Namespace) -> tokens.TokenStore:
     return tokens.TokenStore(args.tokens or tokens.default_path())
 
 
 def _token_add(args: argparse.Namespace) -> int:
-    store = _store(args)
-    try:
-        secret = store.add(args.name, role=args.role, prefix=args.prefix, reach=args.reach)
-    except ValueError as e:
-        raise CommandError(str(e)) from None
+    if _cluster(args):
+        secret = _in_cluster(args, lambda admin: admin.add(args.name, args.role, args.prefix,
+                                                           args.reach))
+        where = "the cluster"
+    else:
+        store = _store(args)
+        try:
+            secret = store.add(args.name, role=args.role, prefix=args.prefix, reach=args.reach)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        where = str(store.path)
     if args.role == "device":
         identity = f"it logs in as device {args.name}"
     else:
@@ -26,7 +52,7 @@ def _token_add(args: argparse.Namespace) -> int:
         identity = f"its clients choose their device ids{within}"
         if args.role == "observer":
             identity += ", and receive presence events"
-    print(f"Added {args.role} token {args.name!r} to {store.path}: {identity}.")
+    print(f"Added {args.role} token {args.name!r} to {where}: {identity}.")
     print(f"It may send to: {', '.join(args.reach or ['*'])}.")
     print("The token is shown only now; the file keeps its hash:")
     print(secret)
@@ -34,10 +60,13 @@ def _token_add(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    store = _store(args)
-    records = store.list()
+    if _cluster(args):
+        records, where = _in_cluster(args, lambda admin: admin.list()), "the cluster"
+    else:
+        store = _store(args)
+        records, where = store.list(), str(store.path)
     if not records:
-        print(f"no tokens in {store.path}")
+        print(f"no tokens in {where}")
         return 0
     rows = [("NAME", "ROLE", "PREFIX", "REACH", "CREATED", "STATE")]
     for r in records:
@@ -51,12 +80,17 @@ def _token_list(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    store = _store(args)
-    count = store.revoke(args.name)
+    if _cluster(args):
+        count, where = _in_cluster(args, lambda admin: admin.revoke(args.name)), "the cluster"
+        when = "every node closes their sessions now"
+    else:
+        store = _store(args)
+        count, where = store.revoke(args.name), str(store.path)
+        when = "a running server closes their sessions when it next reads the file"
     if not count:
-        raise CommandError(f"no live token named {args.name!r} in {store.path}")
-    print(f"Revoked {count} token{'s' if count > 1 else ''} named {args.name!r} in {store.path}; "
-          "a running server closes their sessions when it next reads the file.")
+        raise CommandError(f"no live token named {args.name!r} in {where}")
+    print(f"Revoked {count} token{'s' if count > 1 else ''} named {args.name!r} in {where}; "
+          f"{when}.")
     return 0
 
 
@@ -66,6 +100,11 @@ def add_token_parser(subparsers: Any) -> None:
     file_option.add_argument(
         "--tokens", metavar="FILE",
         help=f"the token file (default: $HYPERTCP_TOKENS, else {tokens.DEFAULT_PATH})")
+    file_option.add_argument(
+        "--cluster", metavar="URL",
+        help=f"the tokens of the cluster whose Redis is at URL instead (default: ${CLUSTER_ENV})")
+    file_option.add_argument("--cluster-prefix", default="hypertcp:", metavar="P",
+                             help="the cluster's [cluster] prefix (default: %(default)s)")
     actions = token.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     add = actions.add_parser("add", parents=[file_option], help="create a token and print it",

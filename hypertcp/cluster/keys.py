@@ -14,6 +14,8 @@ class Keys:
         self.everyone = f"{prefix}all"
         #: HASH of the cluster's tokens, by digest (the token file's records as JSON).
         self.tokens = f"{prefix}tokens"
+        #: HASH of live token names to digests: a name is taken once.
+        self.token_names = f"{prefix}token-names"
 
     def node(self, node_id: str) -> str:
         """A node's registration (JSON), kept alive by its refreshing the TTL."""

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from hypertcp.cluster import envelopes as env
 from hypertcp.cluster.directory import Directory, RemotePeer
 from hypertcp.cluster.keys import Keys
+from hypertcp.cluster.tokens import ClusterTokens
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.jsoncodec import dumps, loads
 from hypertcp.server.hub import Hub, first_delivery
@@ -34,6 +35,8 @@ from hypertcp.server.interfaces import IPeer, IRemote
 JSON_MESSAGE, BROADCAST = Command.JSON_MESSAGE, Command.BROADCAST
 SUCCESS, GONE, BUS_DOWN = Status.SUCCESS, Status.DEVICE_NOT_IN_NETWORK, Status.SERVER_EXCEPTION
 CONNECTED = 1
+#: Renewals between full resyncs of the directory and the tokens.
+RESYNC_BEATS = 30
 
 
 def default_node_id() -> str:
@@ -85,8 +88,9 @@ class ClusterNode:
         self._ref = 0
         self._beat = LoopingCall(self._heartbeat)
         self._beat.clock = clock
-        #: Called when another node says the shared tokens changed.
-        self.on_tokens: Optional[Callable[[], None]] = None
+        #: Keeps the token file a copy of the cluster's tokens, when they are shared.
+        self.tokens: Optional[ClusterTokens] = None
+        self._beats = 0
         hub.remote = self
 
     @property
@@ -120,6 +124,7 @@ class ClusterNode:
         self.bus.call("DEL", mine).addCallback(
             lambda _: fields and self.bus.call("HSET", mine, *fields)).addErrback(self._failed)
         self._heartbeat(resync=True)
+        self._sync_tokens()
 
     def bus_down(self) -> None:
         self.up = False
@@ -134,10 +139,20 @@ class ClusterNode:
                       "devices": len(self.hub.devices), "draining": self.hub.draining is not None,
                       "pid": os.getpid(), "started": self.started})
 
+    def _sync_tokens(self) -> None:
+        if self.tokens is not None and self.up:
+            self.tokens.sync(self.bus.call).addErrback(self._failed)
+
     def _heartbeat(self, resync: bool = False) -> None:
         """Renew this node's registration, and notice nodes that came or went."""
         if not self.up:
             return
+        self._beats += 1
+        if self._beats % RESYNC_BEATS == 0:
+            # Pub/sub loses what is sent while a subscriber reconnects: now
+            # and then, take the whole picture again.
+            resync = True
+            self._sync_tokens()
         bus = self.bus
         bus.call("SET", self.keys.node(self.id), self._registration(),
                  "PX", int(self.ttl * 1000)).addErrback(self._failed)
@@ -269,11 +284,6 @@ class ClusterNode:
                 "nodes": len(self.nodes) + 1, "elsewhere": {
                     "sessions": len(self.directory), "devices": self.directory.devices()}}
 
-    def tokens_changed(self) -> None:
-        """Tell the other nodes to reload the shared tokens."""
-        if self.up:
-            self._queue(self.keys.everyone, env.TOKENS, 0, "", b"")
-
     # -- the outboxes --
 
     def _queue(self, channel: str, kind: int, ref: int, target: str, body: bytes,
@@ -323,7 +333,7 @@ class ClusterNode:
                            channel=channel.decode("utf-8", "replace"), error=str(e))
             return
         if origin == self.id:
-            return  # our own, on the channel everyone hears
+            return  # our own, on the channel everyone hears; anything else, even from the CLI, counts
         hub = self.hub
         for item in items:
             kind = item.kind
@@ -352,8 +362,8 @@ class ClusterNode:
                 self._command(item.target, loads(item.body))
             elif kind == env.GONE:
                 self._node_gone(origin, "it left")
-            elif kind == env.TOKENS and self.on_tokens is not None:
-                self.on_tokens()
+            elif kind == env.TOKENS:
+                self._sync_tokens()
 
     def _deliver_acked(self, origin: str, item: env.Item) -> None:
         reply = self.keys.inbox(origin)

@@ -94,6 +94,13 @@ class HyperTCPFactory(ServerFactory):
         if not changed:
             return
         self.log.info("token file {path} reloaded", path=self.tokens.path)
+        self.tokens_changed()
+
+    def tokens_changed(self) -> None:
+        """
+        The tokens changed: close the sessions of revoked tokens, and make
+        the others follow their token's new record.
+        """
         # Live sessions follow their token's record: an edit that narrows
         # what it may do applies now, not at the device's next login.
         for session in list(self.sessions):

@@ -88,6 +88,21 @@ class TokenRecord:
         return "*" in self.reach or any(fnmatch.fnmatchcase(target, p) for p in self.reach)
 
 
+def make_record(name: str, role: str = "device", prefix: Optional[str] = None,
+                reach: Optional[list[str]] = None) -> tuple[str, TokenRecord]:
+    """A new token's secret and the record stored for it (its digests, never the secret)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if not name:
+        raise ValueError("a token needs a name")
+    if role == "device" and prefix:
+        raise ValueError("a device token is bound to its name; --prefix is for fleet and observer tokens")
+    secret = new_secret()
+    return secret, TokenRecord(name=name, role=role, hash=digest(secret), prefix=prefix,
+                               reach=list(reach) if reach else ["*"], created=time.time(),
+                               stored_key=stored_key(secret))
+
+
 class TokenStore:
     """
     The token file, loaded into memory.  C{reload()} re-reads it only when it
@@ -155,18 +170,9 @@ class TokenStore:
     def add(self, name: str, role: str = "device", prefix: Optional[str] = None,
             reach: Optional[list[str]] = None) -> str:
         """Create a token, save the file, and return the secret (shown only now)."""
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-        if not name:
-            raise ValueError("a token needs a name")
-        if role == "device" and prefix:
-            raise ValueError("a device token is bound to its name; --prefix is for fleet and observer tokens")
+        secret, record = make_record(name, role, prefix, reach)
         self.reload()
-        secret = new_secret()
-        self._records.append(TokenRecord(
-            name=name, role=role, hash=digest(secret), prefix=prefix,
-            reach=list(reach) if reach else ["*"], created=time.time(),
-            stored_key=stored_key(secret)))
+        self._records.append(record)
         self._save()
         return secret
 
@@ -181,6 +187,18 @@ class TokenStore:
         if count:
             self._save()
         return count
+
+    def replace(self, records: list[TokenRecord]) -> bool:
+        """
+        Make the file hold exactly C{records} (the cluster's tokens, copied
+        here so the node can start without Redis); return whether it changed.
+        """
+        self.reload()
+        if [asdict(r) for r in records] == [asdict(r) for r in self._records]:
+            return False
+        self._records = list(records)
+        self._save()
+        return True
 
     def _save(self) -> None:
         # Write-then-rename, so a server polling the file never reads half of it.
