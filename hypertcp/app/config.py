@@ -165,11 +165,13 @@ SCHEMA: dict[str, dict[str, Option]] = {
     "balancer": {
         "listen": Option(_words, "",
                          "endpoint strings of load-balancer listeners; empty: no balancer"),
-        "backends": Option(_addresses, "", "HOST:PORT of each node, separated by spaces"),
+        "backends": Option(_addresses, "", "HOST:PORT of each node, separated by spaces; "
+                           "empty, with [cluster] redis: the nodes registered there"),
         "policy": Option(_choice("least-connections", "sticky"), "least-connections",
                          "how a node is picked for a login"),
         "token_file": Option(_text, "",
-                             "file holding an observer token the balancer logs in to nodes with"),
+                             "file holding an observer token the balancer logs in to backends "
+                             "with"),
         "health_interval": Option(_float(0.1), "2", "seconds between health checks of a node"),
         "health_timeout": Option(_float(0.1), "5",
                                  "seconds a node has to answer a health check before it is out"),
@@ -325,8 +327,9 @@ def _check(config: Config) -> None:
         raise ConfigError("TLS listeners need [tls] certificate (try `hypertcp certs`)")
     if tls.require_client_cert and not tls.ca:
         raise ConfigError("[tls] require_client_cert needs [tls] ca, the CA of the device certificates")
-    if balancer.listen and not balancer.backends:
-        raise ConfigError("[balancer] listen needs [balancer] backends")
-    if balancer.listen and not balancer.token_file:
-        raise ConfigError("[balancer] listen needs [balancer] token_file, "
+    if balancer.listen and not balancer.backends and not cluster.redis:
+        raise ConfigError("[balancer] listen needs [balancer] backends, or [cluster] redis "
+                          "to send devices to the nodes registered there")
+    if balancer.backends and balancer.listen and not balancer.token_file:
+        raise ConfigError("[balancer] backends need [balancer] token_file, "
                           "holding an observer token for the health checks")

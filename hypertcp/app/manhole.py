@@ -246,11 +246,11 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
             print(f"policy: {balancer.policy}")
 
         def drain_backend(name: str) -> Deferred:
-            """Move every device on node HOST:PORT to the others, through this balancer."""
+            """Move every device on node HOST:PORT (or registered id) to the others, through here."""
             return balancer.drain(name)
 
         def undrain_backend(name: str) -> None:
-            """Let node HOST:PORT take new devices again."""
+            """Let node HOST:PORT (or registered id) take new devices again."""
             balancer.undrain(name)
 
         helpers_.update(backends=backends, drain_backend=drain_backend,

@@ -68,14 +68,17 @@ def build(config: Config, reactor: Any) -> MultiService:
         certificate.setServiceParent(top)
         for listener in listeners(config.tls, certificate, factory, reactor):
             listener.setServiceParent(top)
+    cluster = None
+    if config.cluster.redis:
+        from hypertcp.app.cluster import makeService as cluster_service
+        cluster = cluster_service(config.cluster, factory, plain, reactor)
+        cluster.setServiceParent(top)
     balancer = None
     if config.balancer.listen:
         from hypertcp.app.balancer.service import makeService as balancer_service
-        balancer = balancer_service(config.balancer, factory, certificate, reactor)
+        balancer = balancer_service(config.balancer, factory, certificate, reactor,
+                                    cluster.node if cluster is not None else None)
         balancer.setServiceParent(top)
-    if config.cluster.redis:
-        from hypertcp.app.cluster import makeService as cluster_service
-        cluster_service(config.cluster, factory, plain, reactor).setServiceParent(top)
     if config.manhole.listen:
         from hypertcp.app.manhole import makeService as manhole_service
         manhole_service(config.manhole, factory, balancer, reactor).setServiceParent(top)

@@ -80,6 +80,8 @@ class ClusterNode:
         self.directory = Directory()
         #: The other nodes alive at the last look at the registry, with their registrations.
         self.nodes: dict[str, dict] = {}
+        #: Called after each look at the registry, and when a node leaves: a balancer's hook.
+        self.watchers: list[Callable[[], None]] = []
         self.started = time.time()
         self.inbox = keys.inbox(node_id)
         self._outboxes: dict[str, _Outbox] = {}
@@ -132,12 +134,22 @@ class ClusterNode:
     def _field(self, peer: Any) -> bytes:
         return f"{peer.device_id}\0{peer.peer}".encode("utf-8")
 
-    def _registration(self) -> bytes:
+    def registration(self) -> dict:
+        """This node as the registry shows it to the others."""
         address = self.address()
-        return dumps({"id": self.id, "address": f"{address[0]}:{address[1]}" if address else None,
-                      "tls": self.tls, "sessions": len(self.hub.sessions),
-                      "devices": len(self.hub.devices), "draining": self.hub.draining is not None,
-                      "pid": os.getpid(), "started": self.started})
+        return {"id": self.id, "address": f"{address[0]}:{address[1]}" if address else None,
+                "tls": self.tls, "sessions": len(self.hub.sessions),
+                "devices": len(self.hub.devices), "draining": self.hub.draining is not None,
+                "pid": os.getpid(), "started": self.started, "beat": self._beats}
+
+    def _register_now(self) -> None:
+        """Renew the registration now, not at the next beat: a drain shows at once."""
+        if self.up:
+            self._register()
+
+    def _register(self) -> None:
+        self.bus.call("SET", self.keys.node(self.id), dumps(self.registration()),
+                      "PX", int(self.ttl * 1000)).addErrback(self._failed)
 
     def _sync_tokens(self) -> None:
         if self.tokens is not None and self.up:
@@ -154,8 +166,7 @@ class ClusterNode:
             resync = True
             self._sync_tokens()
         bus = self.bus
-        bus.call("SET", self.keys.node(self.id), self._registration(),
-                 "PX", int(self.ttl * 1000)).addErrback(self._failed)
+        self._register()
         bus.call("SADD", self.keys.nodes, self.id).addErrback(self._failed)
         bus.call("SMEMBERS", self.keys.nodes).addCallback(self._members, resync).addErrback(
             self._failed)
@@ -177,10 +188,14 @@ class ClusterNode:
             self.bus.call("DEL", self.keys.devices(node)).addErrback(self._failed)
         for node in set(self.nodes) - set(alive):
             self._node_gone(node, "its registration expired")
-        new = [node for node in alive if node not in self.nodes]
+        # A node that restarted under the same id (a worker the monitor
+        # restarted) is new too: what this node knew of it died with it.
+        new = [node for node in alive
+               if node not in self.nodes or _incarnation(alive[node]) != _incarnation(self.nodes[node])]
         self.nodes = alive
         for node in (alive if resync else new):
             self._sync(node)
+        self._changed()
 
     def _sync(self, node: str) -> None:
         """Replace what this node knows of C{node}'s connections with what Redis holds."""
@@ -198,8 +213,13 @@ class ClusterNode:
                 self._tell_observers("deviceDisconnected", peer)
         self.bus.call("HGETALL", self.keys.devices(node)).addCallback(got).addErrback(self._failed)
 
+    def _changed(self) -> None:
+        for watcher in self.watchers:
+            watcher()
+
     def _node_gone(self, node: str, why: str) -> None:
-        self.nodes.pop(node, None)
+        if self.nodes.pop(node, None) is not None:
+            self._changed()
         peers = self.directory.forget(node)
         if peers:
             self.log.warn("cluster: node {node} has gone ({why}); its {count} connections with it",
@@ -278,6 +298,22 @@ class ClusterNode:
         for node in nodes:
             self._queue(self.keys.inbox(node), env.COMMAND, 0, device_id, dumps(op))
         return sum(nodes.values())
+
+    def command_node(self, node_id: str, op: dict) -> Deferred:
+        """
+        Ask the node C{node_id} itself (not a device's nodes) to run C{op}: a
+        Deferred of SUCCESS once it has it, DEVICE_NOT_IN_NETWORK when no
+        such node listens, SERVER_EXCEPTION while the bus is down.
+        """
+        d: Deferred = Deferred()
+        if node_id == self.id:
+            self._command("", op)
+            d.callback(SUCCESS)
+        elif not self.up:
+            d.callback(BUS_DOWN)
+        else:
+            self._queue(self.keys.inbox(node_id), env.COMMAND, 0, "", dumps(op), d)
+        return d
 
     def stats(self) -> dict:
         return {"node": self.id, "bus": "up" if self.up else "down",
@@ -379,6 +415,21 @@ class ClusterNode:
             self.hub.kick_here(device_id, str(op.get("reason") or "kicked by an operator"))
         elif name == "redirect":
             self.hub.redirect_here(device_id, op["server"], op["port"], bool(op.get("tls")))
+        elif name == "drain" and not device_id:
+            host, port = op.get("server"), op.get("port")
+            if not isinstance(host, str) or type(port) is not int:
+                self.log.warn("cluster: a drain command without server and port: {op!r}", op=op)
+                return
+            self.hub.drain(host, port, bool(op.get("tls")))
+            self._register_now()
+        elif name == "undrain" and not device_id:
+            self.hub.draining = None
+            self.log.info("cluster: undrained through the registry: taking devices again")
+            self._register_now()
         else:
             self.log.warn("cluster: unknown command {op!r} for {device}", op=name, device=device_id)
 
+
+def _incarnation(registration: dict) -> tuple:
+    """What tells one run of a node from the next under the same id."""
+    return registration.get("pid"), registration.get("started")

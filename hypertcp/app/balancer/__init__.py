@@ -12,11 +12,14 @@ REDIRECT already in hand and follows it before its next request.  Either way
 the LOGIN is answered with its status byte, as the contract requires.  The
 connection is closed a second later.
 
-The balancer knows its nodes through one logged-in observer connection to
-each (the Twisted client, reconnecting on its own): a node whose connection
-drops or whose PING goes unanswered is out; it is back in once it logs the
-balancer in again.  Every C{health_interval} each node is asked for its
-C{"stats"}, whose session count is what least-connections compares (plus the
-devices sent there since, which the count cannot show yet).
+The balancer knows the C{[balancer] backends} through one logged-in
+observer connection to each (the Twisted client, reconnecting on its own):
+a node whose connection drops or whose PING goes unanswered is out; it is
+back in once it logs the balancer in again.  Every C{health_interval} each
+node is asked for its C{"stats"}, whose session count is what
+least-connections compares (plus the devices sent there since, which the
+count cannot show yet).  In a cluster with no backends listed, the nodes
+are those registered in the cluster's Redis, with the counts and draining
+flags they publish there (L{registered}).  Either kind is an L{INode}.
 """
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
+
+from hypertcp.app.balancer.interfaces import INode
 from hypertcp.client.txclient import HyperTCPClientFactory
 from hypertcp.protocol.bodies import Message
 from hypertcp.protocol.commands import Status, status_name
@@ -17,6 +21,7 @@ def address_name(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@implementer(INode)
 class Backend(HyperTCPClientFactory):
     """
     One node, as the balancer sees it through its observer connection there:
@@ -54,6 +59,37 @@ class Backend(HyperTCPClientFactory):
     def state(self) -> dict:
         return {"backend": self.name, "up": self.up, "draining": self.draining or self.node_draining,
                 "sessions": self.sessions, "load": self.load}
+
+    # -- draining, through the observer connection --
+
+    def drain(self, host: str, port: int, tls: bool) -> Deferred:
+        """Mark it draining and ask it (its C{drain} command) to send its sessions to us."""
+        self.draining = True
+        protocol = self.current
+        if protocol is None:
+            return succeed(Status.SUCCESS)  # down: only marked
+        request: dict = {"command": "drain", "server": host, "port": port}
+        if tls:
+            request["tls"] = True
+        return protocol.send_to_server(request).addCallbacks(self._drain_answered,
+                                                             self._drain_failed)
+
+    def _drain_answered(self, answer: int) -> int:
+        if answer != Status.SUCCESS:
+            self.log.error("balancer: node {name} refused to drain: {status}",
+                           name=self.name, status=status_name(answer))
+        return answer
+
+    def _drain_failed(self, failure: Any) -> Any:
+        self.log.error("balancer: node {name} did not take the drain request: {error}",
+                       name=self.name, error=failure.getErrorMessage())
+        return failure
+
+    def undrain(self) -> None:
+        self.draining = False
+        self.node_draining = False
+        if self.current is not None:
+            self.current.send_to_server({"command": "undrain"}).addErrback(lambda _: None)
 
     # -- the health connection --
 

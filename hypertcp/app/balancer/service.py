@@ -2,33 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from hypertcp.app.balancer.backends import Backend
+from hypertcp.app.balancer.interfaces import INode
 from hypertcp.app.balancer.picking import Ring, least_loaded
+from hypertcp.app.balancer.registered import Registry
 from hypertcp.app.balancer.session import BalancerFactory
 from hypertcp.app.config import BalancerConfig, ConfigError
 from hypertcp.app.listeners import Listener
 from hypertcp.client.txclient import clientService
-from hypertcp.protocol.commands import Status, status_name
+from hypertcp.protocol.commands import Status
 from hypertcp.server.commands import require_observer
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.hub import CommandError, Hub
 from hypertcp.server.interfaces import IPeer
 
+if TYPE_CHECKING:
+    from hypertcp.cluster.node import ClusterNode
+
 
 class Balancer(MultiService):
-    """The nodes, their health, and the choice of a node for each login."""
+    """
+    The nodes, their health, and the choice of a node for each login.  The
+    nodes are the C{[balancer] backends}, each checked through an observer
+    connection; or, with none listed and a C{cluster}, every node
+    registered in the cluster's Redis.
+    """
 
     log = Logger()
 
     def __init__(self, config: BalancerConfig, node: HyperTCPFactory,
-                 reactor: Any = None) -> None:
+                 reactor: Any = None, cluster: Optional[ClusterNode] = None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -37,11 +47,24 @@ class Balancer(MultiService):
         self.policy = config.policy
         self.tls = config.tls
         self.listeners: list[Any] = []
+        self.backends: list[Any] = []
+        self.registry: Optional[Registry] = None
+        if config.backends:
+            self._listed(config, reactor)
+        elif cluster is not None:
+            self.registry = Registry(cluster, self._registry_changed)
+        else:
+            raise ValueError("no nodes: list [balancer] backends, or join a cluster "
+                             "([cluster] redis) whose registered nodes it uses")
+        self._ring = Ring(self.backends)
+        self.factory = BalancerFactory(self, node)
+
+    def _listed(self, config: BalancerConfig, reactor: Any) -> None:
+        """The [balancer] backends, each watched through an observer connection."""
         with open(config.token_file, encoding="utf-8") as f:
             token = f.read().strip()
         if not token:
             raise ValueError(f"{config.token_file} is empty; it should hold an observer token")
-        self.backends: list[Backend] = []
         for host, port in config.backends:
             backend = Backend(host, port, token, config.backend_tls, config.health_timeout,
                               config.health_interval, reactor)
@@ -53,26 +76,30 @@ class Balancer(MultiService):
                           initialDelay=config.health_interval,
                           maxDelay=config.health_interval).setServiceParent(self)
             self.backends.append(backend)
-        self._ring = Ring(self.backends)
         TimerService(config.health_interval, self._ask_all).setServiceParent(self)
-        self.factory = BalancerFactory(self, node)
 
     def _ask_all(self) -> None:
         for backend in self.backends:
             backend.ask()
 
-    def pick(self, key: Optional[str]) -> Optional[Backend]:
+    def _registry_changed(self) -> None:
+        """Registered nodes came or went: the candidates, and the sticky ring, are theirs now."""
+        assert self.registry is not None
+        self.backends = self.registry.candidates()
+        self._ring = Ring(self.backends)
+
+    def pick(self, key: Optional[str]) -> Optional[INode]:
         """The node for a login keyed by C{key} (its device id), or None if none is up."""
         if self.policy == "sticky" and key is not None:
             return self._ring.pick(key)
         return least_loaded(self.backends)
 
-    def backend(self, name: str) -> Backend:
+    def backend(self, name: str) -> INode:
         for backend in self.backends:
             if backend.name == name:
                 return backend
         raise KeyError(f"no backend {name!r}; the backends are "
-                       + ", ".join(b.name for b in self.backends))
+                       + (", ".join(b.name for b in self.backends) or "none yet"))
 
     def address(self) -> tuple[str, int]:
         """Where drained devices are sent: [balancer] advertise, else our own listener."""
@@ -94,40 +121,18 @@ class Balancer(MultiService):
         """
         backend = self.backend(name)
         host, port = self.address()
-        backend.draining = True
         self.log.info("balancer: draining node {name} through {host}:{port}",
                       name=name, host=host, port=port)
-        protocol = backend.current
-        if protocol is None:
-            return succeed(Status.SUCCESS)
-        request = {"command": "drain", "server": host, "port": port}
-        if self.tls:
-            request["tls"] = True
-        return protocol.send_to_server(request).addCallbacks(self._drain_answered, self._drain_failed,
-                                                             (name,), None, (name,))
-
-    def _drain_answered(self, answer: int, name: str) -> int:
-        if answer != Status.SUCCESS:
-            self.log.error("balancer: node {name} refused to drain: {status}",
-                           name=name, status=status_name(answer))
-        return answer
-
-    def _drain_failed(self, failure: Any, name: str) -> Any:
-        self.log.error("balancer: node {name} did not take the drain request: {error}",
-                       name=name, error=failure.getErrorMessage())
-        return failure
+        return backend.drain(host, port, self.tls)
 
     def undrain(self, name: str) -> None:
         """Let the node C{name} take new devices again."""
-        backend = self.backend(name)
-        backend.draining = False
-        backend.node_draining = False
+        self.backend(name).undrain()
         self.log.info("balancer: node {name} takes devices again", name=name)
-        if backend.current is not None:
-            backend.current.send_to_server({"command": "undrain"}).addErrback(lambda _: None)
 
     def status(self) -> dict:
-        return {"policy": self.policy, "backends": [b.state() for b in self.backends]}
+        return {"policy": self.policy, "source": "backends" if self.registry is None else "registry",
+                "backends": [b.state() for b in self.backends]}
 
     def register_commands(self, hub: Hub) -> None:
         """Let observers of this process run the balancer with messages to "server"."""
@@ -139,7 +144,8 @@ class Balancer(MultiService):
         require_observer(sender, command)
         name = payload.get("backend")
         if not isinstance(name, str):
-            raise CommandError(Status.ILLEGAL_COMMAND_BODY, f"{command} needs backend HOST:PORT")
+            raise CommandError(Status.ILLEGAL_COMMAND_BODY, f"{command} needs backend: HOST:PORT, "
+                               "or a registered node's id")
         try:
             self.backend(name)
         except KeyError as e:
@@ -165,10 +171,14 @@ class Balancer(MultiService):
 
 
 def makeService(config: BalancerConfig, node: HyperTCPFactory, certificate: Any = None,
-                reactor: Any = None) -> Balancer:
-    """The balancer, its health checks and its listeners, for C{[balancer]} in C{config}."""
+                reactor: Any = None, cluster: Optional[ClusterNode] = None) -> Balancer:
+    """
+    The balancer, its health checks and its listeners, for C{[balancer]} in
+    C{config}; with no backends listed, over the nodes registered in
+    C{cluster}.
+    """
     try:
-        balancer = Balancer(config, node, reactor)
+        balancer = Balancer(config, node, reactor, cluster)
     except (OSError, ValueError) as e:
         raise ConfigError(f"balancer: {e}") from None
     factory: Any = balancer.factory
