@@ -119,6 +119,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                "seconds between checks of the token file for changes"),
         "handlers": Option(_words, "",
                            "module:function hooks called with the hub to add server commands"),
+        "reuse_port": Option(_bool, "no",
+                             "plain and TLS listeners set SO_REUSEPORT, so processes share "
+                             "their ports (--workers sets it)"),
     },
     "limits": {
         "max_payload": Option(_int(16, 65535), "8192",
@@ -208,6 +211,7 @@ class ServerConfig:
     tokens: str
     token_reload: float
     handlers: list[str]
+    reuse_port: bool
 
 
 @dataclass(frozen=True)
@@ -317,9 +321,26 @@ def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], s
     return config
 
 
+def check_reuse_port(config: Config) -> None:
+    """Can the plain and TLS listeners be shared through SO_REUSEPORT?  L{ConfigError} if not."""
+    from hypertcp.app import reuseport
+    if not reuseport.supported():
+        raise ConfigError("[server] reuse_port: this platform's sockets have no SO_REUSEPORT; "
+                          "run one node per port instead")
+    for key, descriptions in (("[server] listen", config.server.listen),
+                              ("[tls] listen", config.tls.listen)):
+        for description in descriptions:
+            try:
+                reuseport.parse(description)
+            except ValueError as e:
+                raise ConfigError(f"{key} with [server] reuse_port: {e}") from None
+
+
 def _check(config: Config) -> None:
     """Keys that only make sense together, checked now rather than at the first connection."""
     tls, balancer, cluster = config.tls, config.balancer, config.cluster
+    if config.server.reuse_port:
+        check_reuse_port(config)
     if cluster.redis and cluster.ttl <= 2 * cluster.refresh:
         raise ConfigError("[cluster] ttl must be more than twice [cluster] refresh, or a "
                           "node that is alive can look dead")

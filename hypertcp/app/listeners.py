@@ -24,10 +24,15 @@ class Listener(StreamServerEndpointService):
     port: Optional[IListeningPort] = None
 
     def __init__(self, kind: str, description: str, factory: IProtocolFactory,
-                 reactor: Any = None) -> None:
+                 reactor: Any = None, reuse_port: bool = False) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        super().__init__(endpoints.serverFromString(reactor, description), factory)
+        if reuse_port:
+            from hypertcp.app import reuseport
+            endpoint: Any = reuseport.endpoint(reactor, description)
+        else:
+            endpoint = endpoints.serverFromString(reactor, description)
+        super().__init__(endpoint, factory)
         self.kind = kind
         self.description = description
 

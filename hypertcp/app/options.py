@@ -4,6 +4,9 @@ C{twistd hypertcp}'s command line: a config file and overrides of its keys.
 
 from __future__ import annotations
 
+import sys
+from typing import Optional
+
 from twisted.python import usage
 
 from hypertcp.app.config import Config, ConfigError, load
@@ -23,6 +26,8 @@ class Options(usage.Options):
         ["tls-cert", None, None, "TLS certificate PEM file ([tls] certificate)"],
         ["tls-key", None, None, "TLS private key PEM file ([tls] key)"],
         ["tls-ca", None, None, "CA PEM file for device certificates ([tls] ca)"],
+        ["workers", None, 0, "run N node processes sharing the listening ports, joined "
+                             "through [cluster] redis; 0: this process is the node", int],
     ]
     # Options whose value lands on one config key.
     keys = {
@@ -38,6 +43,8 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        #: The arguments as given, which --workers passes on to each worker.
+        self.argv: list[str] = []
         self.overrides: dict[tuple[str, str], str] = {}
         self.listen: list[str] = []
         # Repeatable options, each joined into one config key.
@@ -79,7 +86,13 @@ class Options(usage.Options):
 
     config: Config
 
+    def parseOptions(self, options: Optional[list[str]] = None) -> None:
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
+
     def postOptions(self) -> None:
+        if self["workers"] < 0:
+            raise usage.UsageError("--workers takes a number of processes, 0 or more")
         for option, target in self.keys.items():
             if self[option] is not None:
                 self.overrides[target] = self[option]

@@ -4,8 +4,9 @@ C{twistd hypertcp}: the service tree, wired from the configuration.
 Nothing here decides behaviour.  It builds the token store, the hub and the
 session factory, then one service per configured piece -- a L{Listener}
 per plain TCP endpoint, the token reload timer, and, only when configured,
-TLS, the balancer and the manhole (so their imports, pyOpenSSL and conch,
-cost nothing otherwise).
+TLS, the cluster, the balancer and the manhole (so their imports, pyOpenSSL
+and conch, cost nothing otherwise).  With C{--workers N} it builds none of
+that: the process runs N workers that do (L{hypertcp.app.workers}).
 """
 
 from __future__ import annotations
@@ -39,11 +40,17 @@ def first_start(store: TokenStore) -> None:
           file=sys.stderr, flush=True)
 
 
-def node(config: Config, reactor: Any) -> HyperTCPFactory:
-    """The server core: tokens, hub with its commands and plug-ins, session factory."""
+def token_store(config: Config) -> TokenStore:
+    """The token file, made on first start."""
     store = TokenStore(config.server.tokens)
     if not store.exists:
         first_start(store)
+    return store
+
+
+def node(config: Config, reactor: Any) -> HyperTCPFactory:
+    """The server core: tokens, hub with its commands and plug-ins, session factory."""
+    store = token_store(config)
     hub = Hub(reactor, config.limits.ack_timeout)
     commands.install(hub)
     for hook in config.server.handlers:
@@ -56,7 +63,8 @@ def build(config: Config, reactor: Any) -> MultiService:
     """The whole tree for C{config}; L{ConfigError} for files that make no service."""
     top = MultiService()
     factory = node(config, reactor)
-    plain = [Listener("tcp", description, factory, reactor)
+    reuse_port = config.server.reuse_port
+    plain = [Listener("tcp", description, factory, reactor, reuse_port)
              for description in config.server.listen]
     for listener in plain:
         listener.setServiceParent(top)
@@ -66,7 +74,7 @@ def build(config: Config, reactor: Any) -> MultiService:
         from hypertcp.app.tls import certificate_service, listeners
         certificate = certificate_service(config.tls, reactor)
         certificate.setServiceParent(top)
-        for listener in listeners(config.tls, certificate, factory, reactor):
+        for listener in listeners(config.tls, certificate, factory, reactor, reuse_port):
             listener.setServiceParent(top)
     cluster = None
     if config.cluster.redis:
@@ -88,6 +96,12 @@ def build(config: Config, reactor: Any) -> MultiService:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
     try:
+        if options["workers"]:
+            from hypertcp.app.workers import monitor
+            workers = monitor(options.config, options.argv, options["workers"], reactor)
+            # Made here, once: the workers must not each make a token file of their own.
+            token_store(options.config)
+            return workers
         return build(options.config, reactor)
     except ConfigError as e:
         raise SystemExit(f"HyperTCP: {e}") from None

@@ -167,10 +167,11 @@ def certificate_service(config: TLSConfig, reactor: Any = None) -> ServerCertifi
 
 
 def listeners(config: TLSConfig, certificate: ServerCertificate, factory: Any,
-              reactor: Any = None) -> list[Listener]:
+              reactor: Any = None, reuse_port: bool = False) -> list[Listener]:
     """A TLS listener for each C{[tls] listen} endpoint, serving C{factory}."""
     tls_factory = TLSMemoryBIOFactory(certificate, False, factory)
-    return [Listener("tls", description, tls_factory, reactor) for description in config.listen]
+    return [Listener("tls", description, tls_factory, reactor, reuse_port)
+            for description in config.listen]
 
 
 # -- clients --
