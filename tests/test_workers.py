@@ -13,6 +13,7 @@ import time
 import pytest
 
 from hypertcp.client import Client
+from hypertcp.cluster.node import FORGET
 from hypertcp.protocol.commands import Status
 from tests.daemon import Daemon
 from tests.redis_server import free_port, redis  # noqa: F401 (fixture)
@@ -117,3 +118,18 @@ def test_workers_share_one_port_and_act_as_one_server(start_daemon, redis, token
     monitor.stop()
     assert gone(second) and all(gone(pid) for pid in workers.pids("w-2")), \
         "the monitor stops its workers before it exits"
+
+
+def test_a_node_found_dead_is_forgotten_unless_it_registered_again(redis) -> None:
+    """A worker restarted under its id registers while another node forgets its last run."""
+    keys = ("hypertcp:node:w-1", "hypertcp:nodes", "hypertcp:devices:w-1")
+    redis.cli("SADD", "hypertcp:nodes", "w-1")
+    redis.cli("HSET", "hypertcp:devices:w-1", "lamp 127.0.0.1:5000", "1")
+    redis.cli("SET", "hypertcp:node:w-1", "{}")
+    assert redis.cli("EVAL", FORGET, "3", *keys, "w-1").strip() == "0"
+    assert redis.cli("SMEMBERS", "hypertcp:nodes").split() == ["w-1"]
+    assert redis.cli("HLEN", "hypertcp:devices:w-1").strip() == "1"
+    redis.cli("DEL", "hypertcp:node:w-1")
+    assert redis.cli("EVAL", FORGET, "3", *keys, "w-1").strip() == "1"
+    assert redis.cli("SMEMBERS", "hypertcp:nodes").split() == []
+    assert redis.cli("EXISTS", "hypertcp:devices:w-1").strip() == "0"

@@ -38,6 +38,16 @@ CONNECTED = 1
 #: Renewals between full resyncs of the directory and the tokens.
 RESYNC_BEATS = 30
 
+#: Forget a node whose registration ran out -- unless it registered again
+#: since it was found missing (restarted under the same id): its new device
+#: list must stay.
+FORGET = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
 
 def default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -184,8 +194,8 @@ class ClusterNode:
     def _seen(self, alive: dict[str, dict], resync: bool, dead: Optional[list[str]] = None) -> None:
         for node in dead or ():
             # Its registration ran out: it died, or lost Redis for longer than the TTL.
-            self.bus.call("SREM", self.keys.nodes, node).addErrback(self._failed)
-            self.bus.call("DEL", self.keys.devices(node)).addErrback(self._failed)
+            self.bus.call("EVAL", FORGET, 3, self.keys.node(node), self.keys.nodes,
+                          self.keys.devices(node), node).addErrback(self._failed)
         for node in set(self.nodes) - set(alive):
             self._node_gone(node, "its registration expired")
         # A node that restarted under the same id (a worker the monitor

@@ -24,7 +24,7 @@ from hypertcp.app.balancer.service import Balancer
 from hypertcp.app.config import ConfigError, load
 from hypertcp.cluster import envelopes as env
 from hypertcp.cluster.keys import Keys
-from hypertcp.cluster.node import ClusterNode
+from hypertcp.cluster.node import FORGET, ClusterNode
 from hypertcp.protocol.commands import Command, Status
 from tests.inprocess import Peer, Server
 
@@ -64,6 +64,10 @@ class DictRedis:
             self.hashes.get(key, {}).pop(args[1], None)
         elif command == "HGETALL":
             return succeed([x for pair in self.hashes.get(key, {}).items() for x in pair])
+        elif command == "EVAL" and args[0] == FORGET:
+            if args[2] not in self.strings:
+                self.sets.get(args[3], set()).discard(args[5])
+                self.hashes.pop(args[4], None)
         elif command == "PUBLISH":
             self.published.append((key, args[1]))
             return succeed(int(key in self.listening))
