@@ -151,6 +151,22 @@ def redis() -> DictRedis:
     return DictRedis()
 
 
+def test_a_registered_node_is_linked_to_where_its_registration_says(tmp_path, redis) -> None:
+    """The relay's way in (for devices that cannot follow a REDIRECT) follows the registry."""
+    cluster = Cluster(tmp_path, redis)
+    dialled: list[tuple] = []
+    cluster.balancer.registry.connect = lambda host, port, tls: (
+        lambda protocol: dialled.append((host, port, tls, protocol)))
+    redis.register("n0", "10.0.0.1:8080")
+    cluster.look()
+    node = cluster.balancer.backend("n0")
+    node.link("device-1")
+    redis.register("n0", "10.0.0.7:8443", beat=2)  # restarted elsewhere, same id
+    cluster.look()
+    node.link("device-2")
+    assert dialled == [("10.0.0.1", 8080, False, "device-1"), ("10.0.0.7", 8443, False, "device-2")]
+
+
 def test_both_kinds_of_node_provide_the_interface() -> None:
     assert verifyClass(INode, Backend) and verifyClass(INode, RegisteredNode)
 

@@ -22,6 +22,8 @@ class INode(Interface):
     available = Attribute("Up, and drained neither through a balancer nor directly.")
     load = Attribute("Its session count as last reported, plus the devices sent since.")
     assigned = Attribute("Devices sent there in all; the balancer adds one per login.")
+    link = Attribute("link(protocol): connect C{protocol} to the node, a Deferred of it: how "
+                     "the balancer relays a device that cannot follow a REDIRECT.")
 
     def drain(host: str, port: int, tls: bool) -> object:
         """

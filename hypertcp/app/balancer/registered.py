@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from twisted.internet.protocol import Protocol
+
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -24,6 +26,9 @@ from hypertcp.protocol.commands import Status, status_name
 
 if TYPE_CHECKING:
     from hypertcp.cluster.node import ClusterNode
+
+#: connect(host, port, tls) -> a function connecting a protocol there (a Deferred of it).
+Connect = Callable[[str, int, bool], Callable[[Protocol], Deferred]]
 
 
 def parse_address(text: Any) -> Optional[tuple[str, int]]:
@@ -50,9 +55,10 @@ class RegisteredNode:
     #: Its registration says it is draining (through any balancer, or directly).
     node_draining = False
 
-    def __init__(self, node_id: str, cluster: "ClusterNode") -> None:
+    def __init__(self, node_id: str, cluster: "ClusterNode", connect: Connect) -> None:
         self.name = node_id
         self.cluster = cluster
+        self.connect = connect
         self.assigned = 0
         self._counted = 0
         self._at_last_look = 0
@@ -96,6 +102,11 @@ class RegisteredNode:
     def available(self) -> bool:
         return self.host is not None and not self.draining and not self.node_draining
 
+    def link(self, protocol: Protocol) -> Deferred:
+        """Connect C{protocol} to the node where its registration says it is."""
+        assert self.host is not None, "a node with no address is never picked"
+        return self.connect(self.host, self.port, self.tls)(protocol)
+
     def state(self) -> dict:
         return {"backend": self.name, "address": self.address, "up": self.host is not None,
                 "draining": self.draining or self.node_draining, "sessions": self.sessions,
@@ -130,9 +141,11 @@ class Registry:
 
     log = Logger()
 
-    def __init__(self, cluster: "ClusterNode", changed: Callable[[], None]) -> None:
+    def __init__(self, cluster: "ClusterNode", changed: Callable[[], None],
+                 connect: Connect) -> None:
         self.cluster = cluster
         self.changed = changed
+        self.connect = connect
         self.nodes: dict[str, RegisteredNode] = {}
         self._unreachable: set[str] = set()
         cluster.watchers.append(self.refresh)
@@ -158,7 +171,7 @@ class Registry:
                 continue
             node = self.nodes.get(name)
             if node is None:
-                node = self.nodes[name] = RegisteredNode(name, self.cluster)
+                node = self.nodes[name] = RegisteredNode(name, self.cluster, self.connect)
             node.update(registration)
             self._said(node, name not in before)
         if set(self.nodes) != before:

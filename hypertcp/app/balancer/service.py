@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
+from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from hypertcp.app.balancer.backends import Backend
 from hypertcp.app.balancer.interfaces import INode
 from hypertcp.app.balancer.picking import Ring, least_loaded
-from hypertcp.app.balancer.registered import Registry
+from hypertcp.app.balancer.registered import Connect, Registry
 from hypertcp.app.balancer.session import BalancerFactory
 from hypertcp.app.config import BalancerConfig, ConfigError
 from hypertcp.app.listeners import Listener
@@ -52,7 +53,7 @@ class Balancer(MultiService):
         if config.backends:
             self._listed(config, reactor)
         elif cluster is not None:
-            self.registry = Registry(cluster, self._registry_changed)
+            self.registry = Registry(cluster, self._registry_changed, self._connector(reactor))
         else:
             raise ValueError("no nodes: list [balancer] backends, or join a cluster "
                              "([cluster] redis) whose registered nodes it uses")
@@ -77,6 +78,20 @@ class Balancer(MultiService):
                           maxDelay=config.health_interval).setServiceParent(self)
             self.backends.append(backend)
         TimerService(config.health_interval, self._ask_all).setServiceParent(self)
+
+    def _connector(self, reactor: Any) -> Connect:
+        """
+        How the relay reaches a registered node: with TLS, checked against
+        [balancer] ca, when its registration says its port speaks it.
+        """
+        def connect(host: str, port: int, tls: bool) -> Callable[[Any], Deferred]:
+            endpoint: Any = endpoints.HostnameEndpoint(reactor, host, port)
+            if tls:
+                from hypertcp.app.tls import client_options
+                endpoint = endpoints.wrapClientTLS(client_options(host, self.config.ca or None),
+                                                   endpoint)
+            return lambda protocol: endpoints.connectProtocol(endpoint, protocol)
+        return connect
 
     def _ask_all(self) -> None:
         for backend in self.backends:
