@@ -200,8 +200,8 @@ class ClusterNode:
             self._node_gone(node, "its registration expired")
         # A node that restarted under the same id (a worker the monitor
         # restarted) is new too: what this node knew of it died with it.
-        new = [node for node in alive
-               if node not in self.nodes or _incarnation(alive[node]) != _incarnation(self.nodes[node])]
+        new = [node for node in alive if node not in self.nodes
+               or _incarnation(alive[node]) != _incarnation(self.nodes[node])]
         self.nodes = alive
         for node in (alive if resync else new):
             self._sync(node)
@@ -440,6 +440,8 @@ class ClusterNode:
             self.log.warn("cluster: unknown command {op!r} for {device}", op=name, device=device_id)
 
 
-def _incarnation(registration: dict) -> tuple:
+def _incarnation(registration: Any) -> Any:
     """What tells one run of a node from the next under the same id."""
+    if not isinstance(registration, dict):
+        return None
     return registration.get("pid"), registration.get("started")
