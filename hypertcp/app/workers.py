@@ -71,6 +71,7 @@ class WorkerMonitor(ProcessMonitor):
 
     def _monitoredProcessExited(self, name: str, reason: Optional[Failure] = None) -> None:
         # ProcessMonitor says nothing of a worker killed by a signal; an operator wants to know.
+        # (Its hook for a process's end is private: should it change, only this line is lost.)
         if self.running and reason is not None:
             self.log.warn("workers: {name} exited ({why}); restarting it", name=name,
                           why=reason.getErrorMessage())
