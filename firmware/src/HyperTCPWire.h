@@ -1,0 +1,39 @@
+// HyperTCPWire.h - the HyperTCP wire constants (docs/protocol.rst, PROTOCOL.md
+// v1), named as in the original sketch.  tests/test_firmware.py pins them to
+// the Python ones.
+
+#ifndef HYPERTCP_WIRE_H
+#define HYPERTCP_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Commands: the frame's type byte.
+enum HyperTCPCmd : uint8_t {
+  HYPER_TCP_CMD_RESPONSE = 0,
+  HYPER_TCP_CMD_PING = 6,
+  HYPER_TCP_CMD_LOGIN = 29,
+  HYPER_TCP_CMD_JSON_MESSAGE = 30,
+  HYPER_TCP_CMD_REDIRECT = 41,
+  HYPER_TCP_CMD_BROADCAST = 50,
+};
+
+// Statuses: the one payload byte of a RESPONSE (an empty one means SUCCESS).
+enum HyperTCPStatus : uint8_t {
+  HYPER_TCP_STATUS_SUCCESS = 200,
+  HYPER_TCP_STATUS_STORED = 202,  // a qos 1 message kept for an offline target
+  HYPER_TCP_STATUS_QUOTA_LIMIT = 1,
+  HYPER_TCP_STATUS_ILLEGAL_COMMAND = 2,
+  HYPER_TCP_STATUS_NOT_AUTHENTICATED = 5,
+  HYPER_TCP_STATUS_NOT_ALLOWED = 6,
+  HYPER_TCP_STATUS_DEVICE_NOT_IN_NETWORK = 7,
+  HYPER_TCP_STATUS_INVALID_TOKEN = 9,
+  HYPER_TCP_STATUS_ILLEGAL_COMMAND_BODY = 11,
+  HYPER_TCP_STATUS_TIMEOUT = 16,
+  HYPER_TCP_STATUS_SERVER_EXCEPTION = 19,
+};
+
+// type (1 byte), msg_id (2), length (2), big-endian.
+static const size_t HYPER_TCP_HEADER_SIZE = 5;
+
+#endif  // HYPERTCP_WIRE_H
