@@ -4,8 +4,9 @@ The ESP32 library tested in-process: no sockets, no real time.
 C{firmware/host/protocol_test} drives the library's receive state machine,
 login, keepalive, reconnect and redirect through C{ShimClient} (a fake
 Arduino Client: scripted bytes in, the bytes the library wrote out) with a
-fake C{millis()}.  Each C++ C{TEST(name)} is one pytest case here; the names
-are read from the source, and the binary's own list must match them, so a
+fake C{millis()}; C{legacy_test} does the same with code written for the
+original header.  Each C++ C{TEST(name)} is one pytest case here; the names
+are read from the source, and each binary's own list must match them, so a
 case cannot silently drop out.
 
 Also here: the C++ wire constants pinned to the Python ones.
@@ -36,14 +37,35 @@ def run_case(program: Path, case: str) -> None:
     assert result.returncode == 0 and result.stdout == f"ok {case}\n", result.stdout + result.stderr
 
 
-def test_every_protocol_case_is_built_and_run(build):
-    listed = run_program(build / "protocol_test", "--list").stdout.split()
-    assert listed == cases("protocol_test.cpp")
+@pytest.mark.parametrize("program", ["protocol_test", "legacy_test"])
+def test_every_case_is_built_and_run(build, program):
+    listed = run_program(build / program, "--list").stdout.split()
+    assert listed == cases(f"{program}.cpp")
 
 
 @pytest.mark.parametrize("case", cases("protocol_test.cpp"))
 def test_protocol(build, case):
     run_case(build / "protocol_test", case)
+
+
+@pytest.mark.parametrize("case", cases("legacy_test.cpp"))
+def test_original_header_api(build, case):
+    run_case(build / "legacy_test", case)
+
+
+def test_original_header_calls_compile_and_the_worse_ones_are_deprecated(build):
+    # make compiled legacy_test.cpp with warnings as errors except
+    # deprecation, and kept what the compiler said.
+    said = (build / "legacy_test.warnings").read_text()
+    warnings = re.findall(r"warning: (.*)", said)
+    deprecated = set(re.findall(r"warning: .(.+?)(?: \[with [^\]]*\])?. is deprecated", said))
+    assert len(warnings) == said.count(" is deprecated"), said  # and no other warning
+    assert deprecated == {
+        "void HyperTCPTransport<ClientT>::begin(const char*, uint16_t)",
+        "void HyperTCPTransport<ClientT>::begin(const AddressT&, uint16_t)",
+        "bool HyperTCPProtocol<TransportT>::connect(const char*)",
+        "bool HyperTCPProtocol<TransportT>::connect(const char*, const char*)",
+    }, said
 
 
 def test_an_unknown_case_name_fails(build):

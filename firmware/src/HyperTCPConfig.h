@@ -65,6 +65,10 @@
 #define HYPERTCP_JSON_DOC_SIZE 1024
 #endif
 
+// Marks the calls kept only so that sketches written for the original
+// header compile; the compiler names the better call.
+#define HYPERTCP_DEPRECATED(why) __attribute__((deprecated(why)))
+
 static_assert(HYPERTCP_RX_BUFFER_SIZE >= 16 && HYPERTCP_RX_BUFFER_SIZE <= 65535,
               "HYPERTCP_RX_BUFFER_SIZE must be 16..65535");
 static_assert(HYPERTCP_TX_BUFFER_SIZE >= 5 + HYPERTCP_MAX_TOKEN_LEN &&

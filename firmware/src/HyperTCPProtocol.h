@@ -78,7 +78,8 @@ class HyperTCPProtocol {
   // Remembers the token and server, opens the link and sends LOGIN.  The
   // login result arrives later, in run() (onConnected / onLoginFailed).
   // Returns false if the arguments are unusable (nothing will happen) or the
-  // first TCP connect failed (run() keeps retrying).
+  // first TCP connect failed (run() keeps retrying).  (The original header's
+  // connect() waited for the login answer; this one never blocks on it.)
   bool connect(const char* token, const char* host, uint16_t port) {
     if (token == nullptr || host == nullptr || port == 0) return false;
     size_t tokenLen = strlen(token);
@@ -96,6 +97,18 @@ class HyperTCPProtocol {
     return openLink();
   }
 
+  // The original header's defaults, for sketches written for it: port 80
+  // when none is named, and the address given to the transport's begin()
+  // when no host is named (false if there is none).
+  HYPERTCP_DEPRECATED("name the port: connect(token, host, port); this one uses port 80")
+  bool connect(const char* token, const char* host) { return connect(token, host, 80); }
+  HYPERTCP_DEPRECATED("name the server: connect(token, host, port) instead of transport.begin()")
+  bool connect(const char* token) {
+    char host[HYPERTCP_MAX_HOST_LEN + 1];
+    uint16_t port = 0;
+    return _transport.address(host, sizeof host, port) && connect(token, host, port);
+  }
+
   // Closes the link and stops reconnecting until the next connect().
   void disconnect() {
     bool wasOnline = closeLink();
@@ -107,19 +120,28 @@ class HyperTCPProtocol {
   // heartbeat, and reconnects when it is time; it never waits for data.
   // The one call that can take long is a reconnect attempt's Client
   // connect(), bounded by the Client's own timeout.
-  void run() {
-    if (_state == STOPPED) return;
+  //
+  // Returns false when the library is not trying to be online: before
+  // connect(), after disconnect() (also from a hook), or after connect()
+  // was given unusable arguments.  While it is logged in, logging in, or
+  // waiting to reconnect, it returns true: reconnecting is its job, so a
+  // sketch that calls connect() again when run() returns false (as sketches
+  // for the original header do) does not fight it.
+  bool run() {
+    if (_state == STOPPED) return false;
     if (_state == WAITING) {
       if (millis() - _since >= _waitMs) openLink();
-      return;
+      return true;
     }
     receive();
-    if (_state != LOGGING_IN && _state != ONLINE) return;  // a frame or hook changed it
-    if (_writeFailed || !_transport.connected()) {
-      linkLost();
-      return;
+    if (_state == LOGGING_IN || _state == ONLINE) {
+      if (_writeFailed || !_transport.connected()) {
+        linkLost();
+      } else {
+        keepAlive(millis());
+      }
     }
-    keepAlive(millis());
+    return _state != STOPPED;
   }
 
   // True while logged in.
