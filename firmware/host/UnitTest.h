@@ -2,7 +2,7 @@
 // registers a case, CHECK(...) records a failure and carries on, and
 // runUnitTests() runs the cases named on the command line (all without
 // names), printing "ok NAME" or "FAIL NAME: file:line: what" per case.
-// `--list` prints the names.  The exit status is 0 only if every case ran
+// Lines starting with "# " are notes.  `--list` prints the names.  The exit status is 0 only if every case ran
 // and passed; an unknown name is a failure.
 
 #ifndef HYPERTCP_HOST_UNIT_TEST_H

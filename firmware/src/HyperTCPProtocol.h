@@ -63,6 +63,7 @@ class HyperTCPProtocol {
         _nextId(0),
         _pingId(0),
         _state(STOPPED),
+        _deliveryStatus(HYPER_TCP_STATUS_SUCCESS),
         _attempts(0),
         _useRedirect(false),
         _writeFailed(false) {
@@ -242,6 +243,7 @@ class HyperTCPProtocol {
   }
 
 #if HYPERTCP_HAS_ARDUINOJSON
+  // The original API's hooks, called by the default text hooks.
   virtual void onMessageReceived(const char* from, JsonObject& payload) {
     (void)from;
     (void)payload;
@@ -249,6 +251,21 @@ class HyperTCPProtocol {
   virtual void onBroadcastMessage(const char* from, JsonObject& payload) {
     (void)from;
     (void)payload;
+  }
+  // A delivered payload ArduinoJson could not turn into a JsonObject, so
+  // neither hook above is called: NoMemory when it does not fit the
+  // document (HYPERTCP_JSON_DOC_SIZE bytes with ArduinoJson 6; the heap with
+  // 7), TooDeep past ArduinoJson's nesting limit.  `json` is the payload
+  // text, readable with HyperTCPJson.  The frame is answered with status 11
+  // instead of SUCCESS, so a sender that asked for acknowledgement learns
+  // that the device did not take it.
+  virtual void onJsonError(const char* from, const char* json, size_t len, bool broadcast,
+                           DeserializationError error) {
+    (void)from;
+    (void)json;
+    (void)len;
+    (void)broadcast;
+    (void)error;
   }
 #endif
 
@@ -446,7 +463,10 @@ class HyperTCPProtocol {
     }
   }
 
-  // {"from": S, "payload": {...}}: acknowledge, then hand to the hooks.
+  // {"from": S, "payload": {...}}: hand to the hooks, then acknowledge.
+  // The answer comes after the hook (as in the original header), so that a
+  // payload the hooks could not take is answered with a status instead of
+  // SUCCESS; a hook that closed the link answers nothing.
   void deliver() {
     const uint16_t msgId = _rx.msgId();
     if (_state != ONLINE) {
@@ -472,12 +492,14 @@ class HyperTCPProtocol {
     }
     char* json = const_cast<char*>(payload.ptr);
     json[payload.len] = '\0';
-    sendResponse(msgId, HYPER_TCP_STATUS_SUCCESS);
+    const uint32_t generation = _generation;
+    _deliveryStatus = HYPER_TCP_STATUS_SUCCESS;
     if (_rx.type() == HYPER_TCP_CMD_BROADCAST) {
       onBroadcastText(fromText, json, payload.len);
     } else {
       onMessageText(fromText, json, payload.len);
     }
+    if (generation == _generation) sendResponse(msgId, _deliveryStatus);
   }
 
   // {"server": "host", "port": 8080, "tls": true?}: close, connect there.
@@ -510,16 +532,23 @@ class HyperTCPProtocol {
   }
 
 #if HYPERTCP_HAS_ARDUINOJSON
+  // The default text hooks: the payload as a JsonObject for the original
+  // API's hooks, or onJsonError() and status 11 when it cannot be one.
   void deliverJsonObject(const char* from, const char* json, size_t len, bool broadcast) {
 #if ARDUINOJSON_VERSION_MAJOR >= 7
     JsonDocument doc;  // ArduinoJson 7 always allocates; use the text hooks to avoid it
 #else
     StaticJsonDocument<HYPERTCP_JSON_DOC_SIZE> doc;
 #endif
-    if (deserializeJson(doc, json, len)) return;
+    // `json` is const here, so ArduinoJson copies its strings and the text
+    // stays intact for onJsonError().
+    DeserializationError error = deserializeJson(doc, json, len);
     JsonObject object = doc.as<JsonObject>();
-    if (object.isNull()) return;
-    if (broadcast) {
+    if (!error && object.isNull()) error = DeserializationError::InvalidInput;
+    if (error) {
+      _deliveryStatus = HYPER_TCP_STATUS_ILLEGAL_COMMAND_BODY;
+      onJsonError(from, json, len, broadcast, error);
+    } else if (broadcast) {
       onBroadcastMessage(from, object);
     } else {
       onMessageReceived(from, object);
@@ -608,6 +637,7 @@ class HyperTCPProtocol {
   uint16_t _nextId;  // last msg_id sent on this link
   uint16_t _pingId;  // msg_id of the last heartbeat PING
   State _state;
+  uint8_t _deliveryStatus;  // how the delivery being handled will be answered
   uint8_t _attempts;  // failed attempts since the last login
   bool _useRedirect;
   bool _writeFailed;
