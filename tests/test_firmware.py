@@ -23,6 +23,7 @@ import os
 import re
 import socket
 import time
+from typing import Optional
 
 import pytest
 
@@ -59,10 +60,12 @@ class Link:
                 self.pending.append(event)
         return self.pending.pop(0)
 
-    def login(self, token: str) -> None:
-        """Expect the sketch's LOGIN (raw token, msg_id 1) and accept it."""
+    def login(self, token: str, device_id: Optional[str] = None) -> None:
+        """Expect the library's LOGIN (JSON, protocol level 2, msg_id 1) and accept it."""
         f = self.frame()
-        assert (f.command, f.msg_id, f.payload) == (Command.LOGIN, 1, token.encode())
+        assert (f.command, f.msg_id) == (Command.LOGIN, 1)
+        expected = {"token": token, "proto": 2, **({"device_id": device_id} if device_id else {})}
+        assert json.loads(f.payload) == expected
         self.send(wire.response(f.msg_id, Status.SUCCESS, login=True))
 
     def send(self, data: bytes) -> None:
@@ -156,7 +159,8 @@ def test_memory_is_the_buffers_plus_a_small_fixed_part(build):
     assert result.returncode == 0
     sizes = dict(line.split() for line in result.stdout.splitlines())
     sizes = {k: int(v) for k, v in sizes.items()}
-    buffers = sizes["rx_buffer"] + sizes["tx_buffer"] + sizes["token"] + sizes["hosts"]
+    buffers = (sizes["rx_buffer"] + sizes["tx_buffer"] + sizes["token"] + sizes["device_id"]
+               + sizes["hosts"])
     assert sizes["rx_buffer"] == RX_BUFFER + 1
     # Everything else the object holds (state, timers, the transport
     # reference, the vtable pointer) fits in 128 bytes.
@@ -443,3 +447,32 @@ def test_invalid_token_waits_the_longest_delay_before_trying_again(server, devic
     # 25..50 ms; a refused token waits the full maximum.
     assert second - first >= 995  # (less a few ms between setting the timer and printing)
     assert "connected" not in d.history
+
+
+def test_a_fleet_token_logs_in_as_the_device_id_the_sketch_names(server, token, device):
+    d = device(token("fleet", "--role", "fleet"), server.port, "--device-id", "esp32-kitchen")
+    d.expect("connected")
+    with Client("127.0.0.1", server.port, token=token("app")) as app:
+        assert app.send("esp32-kitchen", {"switch": "on"}, ack=True) == Status.SUCCESS
+        assert printed(d.expect(r"message app .*").group(0)) == ("message", "app", {"switch": "on"})
+
+
+def test_the_library_learns_every_status_the_server_answers(start_daemon, token, device):
+    # It logs in announcing protocol level 2, so the server sends it every
+    # status byte (a raw-token login, as the original sketch's, gets empty
+    # RESPONSEs after its login answer).
+    server = start_daemon("--idle-timeout", "60", "--max-payload", "200", "--rate-limit", "10")
+    d = device(token("esp32-1", "--reach", "app", "--reach", "nobody-here"), server.port)
+    d.expect("connected")
+    with Client("127.0.0.1", server.port, token=token("app")):
+        for target, body, status in [
+                ("nobody-here", '{"x":1}', Status.DEVICE_NOT_IN_NETWORK),
+                ("elsewhere", '{"x":1}', Status.NOT_ALLOWED),
+                ("app", '{"x":', Status.ILLEGAL_COMMAND_BODY),                      # not JSON
+                ("app", json.dumps({"pad": "x" * 300}), Status.ILLEGAL_COMMAND_BODY)]:  # oversize
+            msg_id = d.send("send", target, body)
+            d.expect(f"response {msg_id} {int(status)}")
+        d.command('flood 40 app {"n":1}')
+        d.expect("flooded 40")
+        d.expect(rf"response \d+ {int(Status.QUOTA_LIMIT)}")
+    assert "disconnected" not in d.history

@@ -1,8 +1,8 @@
 // device: a HyperTCP device on the host, written as a sketch (setup/loop,
 // global client, transport and protocol objects), for the firmware tests.
 //
-//   device --token T --host H --port P [--heartbeat MS] [--timeout MS]
-//          [--backoff MIN:MAX] [--trace-frames] [--trace-reads]
+//   device --token T --host H --port P [--device-id ID] [--heartbeat MS]
+//          [--timeout MS] [--backoff MIN:MAX] [--trace-frames] [--trace-reads]
 //
 // It prints one line per event on stdout and takes one command per line on
 // stdin:
@@ -74,8 +74,8 @@ size_t lineLen = 0;
 
 void usage() {
   fprintf(stderr,
-          "usage: device --token T --host H --port P [--heartbeat MS] [--timeout MS]\n"
-          "              [--backoff MIN:MAX] [--trace-frames] [--trace-reads]\n");
+          "usage: device --token T --host H --port P [--device-id ID] [--heartbeat MS]\n"
+          "              [--timeout MS] [--backoff MIN:MAX] [--trace-frames] [--trace-reads]\n");
   exit(2);
 }
 
@@ -182,6 +182,8 @@ void setup() {
       host = value;
     } else if (strcmp(arg, "--port") == 0) {
       port = strtol(value, nullptr, 10);
+    } else if (strcmp(arg, "--device-id") == 0) {
+      if (!device.setDeviceId(value)) usage();
     } else if (strcmp(arg, "--heartbeat") == 0) {
       heartbeatMs = strtoul(value, nullptr, 10);
     } else if (strcmp(arg, "--timeout") == 0) {

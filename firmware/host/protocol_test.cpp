@@ -39,6 +39,8 @@ namespace {
 typedef HyperTCPTransport<ShimClient> Transport;
 
 const char kToken[] = "secret";
+// What the library logs in with: JSON, announcing protocol level 2.
+const std::string kLogin = "{\"token\":\"secret\",\"proto\":2}";
 const std::string kSuccessByte(1, static_cast<char>(HYPER_TCP_STATUS_SUCCESS));
 
 std::string statusByte(uint8_t status) { return std::string(1, static_cast<char>(status)); }
@@ -142,11 +144,11 @@ std::vector<std::string> lines(std::initializer_list<std::string> list) {
 
 // ---- Login
 
-TEST(login_sends_the_token_as_msg_id_1_and_goes_online) {
+TEST(login_sends_json_with_the_token_and_proto_2_as_msg_id_1_and_goes_online) {
   Rig rig;
   CHECK(rig.device.connect(kToken, "home.example", 8080));
   CHECK_EQ(rig.client.connects(), lines({"home.example:8080"}));
-  CHECK_EQ(rig.client.frames(), frames({frame(HYPER_TCP_CMD_LOGIN, 1, kToken)}));
+  CHECK_EQ(rig.client.frames(), frames({frame(HYPER_TCP_CMD_LOGIN, 1, kLogin)}));
   CHECK(!rig.device.connected());
   rig.device.run();  // nothing arrived yet
   CHECK(!rig.device.connected());
@@ -155,6 +157,39 @@ TEST(login_sends_the_token_as_msg_id_1_and_goes_online) {
   CHECK(rig.device.connected());
   CHECK_EQ(rig.device.take(), lines({"connected"}));
   CHECK_EQ(rig.client.frames().size(), 0u);  // the login answer is not answered
+}
+
+TEST(login_carries_the_device_id_when_one_is_set) {
+  Rig rig;
+  CHECK(rig.device.setDeviceId("kitchen-\"7\""));
+  CHECK(rig.device.connect("to\\ken", "home.example", 8080));
+  CHECK_EQ(rig.client.frames(),
+           frames({frame(HYPER_TCP_CMD_LOGIN, 1,
+                         "{\"token\":\"to\\\\ken\",\"proto\":2,\"device_id\":\"kitchen-\\\"7\\\"\"}")}));
+  // Cleared, the next login lets the token decide.
+  CHECK(rig.device.setDeviceId(nullptr));
+  CHECK(rig.device.connect(kToken, "home.example", 8080));
+  CHECK_EQ(rig.client.frames(), frames({frame(HYPER_TCP_CMD_LOGIN, 1, kLogin)}));
+}
+
+TEST(a_token_or_device_id_that_cannot_fit_is_refused) {
+  Rig rig;
+  const std::string longest(HYPERTCP_MAX_TOKEN_LEN, 't');
+  CHECK(rig.device.setDeviceId(std::string(HYPERTCP_MAX_DEVICE_ID_LEN, 'd').c_str()));
+  CHECK(!rig.device.setDeviceId(std::string(HYPERTCP_MAX_DEVICE_ID_LEN + 1, 'd').c_str()));
+  CHECK(!rig.device.connect((longest + "t").c_str(), "home.example", 8080));
+  CHECK(!rig.device.run());  // nothing to do
+  CHECK(rig.device.connect(longest.c_str(), "home.example", 8080));
+  // Control characters take six bytes each in JSON: with both at their
+  // longest the LOGIN would not fit the transmit buffer, so the calls say
+  // so (and change nothing) instead of the link retrying forever.
+  const std::string controls(HYPERTCP_MAX_DEVICE_ID_LEN, '\x01');
+  CHECK(rig.device.setDeviceId(controls.c_str()));
+  CHECK(!rig.device.connect(std::string(HYPERTCP_MAX_TOKEN_LEN, '\x02').c_str(), "home.example", 8080));
+  CHECK(rig.device.setDeviceId("d"));
+  CHECK(rig.device.connect(std::string(HYPERTCP_MAX_TOKEN_LEN, '\x02').c_str(), "home.example", 8080));
+  CHECK(!rig.device.setDeviceId(controls.c_str()));
+  CHECK_EQ(rig.client.connects().size(), 2u);
 }
 
 TEST(login_answer_with_another_msg_id_is_ignored) {
@@ -179,7 +214,7 @@ TEST(invalid_token_waits_the_longest_delay_then_tries_again) {
   CHECK_EQ(rig.client.connects().size(), 1u);
   rig.runAt(1000 + 5000);
   CHECK_EQ(rig.client.connects().size(), 2u);
-  CHECK_EQ(rig.client.frames().back(), frame(HYPER_TCP_CMD_LOGIN, 1, kToken));
+  CHECK_EQ(rig.client.frames().back(), frame(HYPER_TCP_CMD_LOGIN, 1, kLogin));
 }
 
 TEST(other_login_refusals_back_off) {
@@ -458,7 +493,7 @@ TEST(a_silent_server_is_dropped_and_logged_in_again) {
   CHECK(!rig.client.open());
   rig.runAt(online + 600 + 50);  // the shortest jittered delay is 25..50 ms
   CHECK_EQ(rig.client.connects().size(), 2u);
-  CHECK_EQ(rig.client.frames(), frames({frame(HYPER_TCP_CMD_LOGIN, 1, kToken)}));
+  CHECK_EQ(rig.client.frames(), frames({frame(HYPER_TCP_CMD_LOGIN, 1, kLogin)}));
 }
 
 TEST(peer_close_drops_the_link_after_reading_what_is_left) {
@@ -548,7 +583,7 @@ TEST(redirect_moves_the_link_and_returns_home_when_it_ends) {
   CHECK(!rig.client.open());
   rig.device.run();  // the next run() goes there at once, same token
   CHECK_EQ(rig.client.connects(), lines({"home.example:8080", "node-2:9000"}));
-  CHECK_EQ(rig.client.frames(), frames({frame(HYPER_TCP_CMD_LOGIN, 1, kToken)}));
+  CHECK_EQ(rig.client.frames(), frames({frame(HYPER_TCP_CMD_LOGIN, 1, kLogin)}));
   rig.client.respond(HYPER_TCP_CMD_RESPONSE, 1, kSuccessByte);
   rig.device.run();
   CHECK_EQ(rig.device.take(), lines({"connected"}));

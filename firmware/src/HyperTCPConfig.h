@@ -34,9 +34,13 @@
 #define HYPERTCP_TX_BUFFER_SIZE 1024
 #endif
 
-// Longest token and host name kept for reconnecting.
+// Longest token, device id (setDeviceId()) and host name kept for
+// reconnecting.
 #ifndef HYPERTCP_MAX_TOKEN_LEN
 #define HYPERTCP_MAX_TOKEN_LEN 127
+#endif
+#ifndef HYPERTCP_MAX_DEVICE_ID_LEN
+#define HYPERTCP_MAX_DEVICE_ID_LEN 63
 #endif
 #ifndef HYPERTCP_MAX_HOST_LEN
 #define HYPERTCP_MAX_HOST_LEN 63
@@ -71,7 +75,8 @@
 
 static_assert(HYPERTCP_RX_BUFFER_SIZE >= 16 && HYPERTCP_RX_BUFFER_SIZE <= 65535,
               "HYPERTCP_RX_BUFFER_SIZE must be 16..65535");
-static_assert(HYPERTCP_TX_BUFFER_SIZE >= 5 + HYPERTCP_MAX_TOKEN_LEN &&
+// The LOGIN is the token and device id in a JSON object of 48 more bytes.
+static_assert(HYPERTCP_TX_BUFFER_SIZE >= 5 + 48 + HYPERTCP_MAX_TOKEN_LEN + HYPERTCP_MAX_DEVICE_ID_LEN &&
                   HYPERTCP_TX_BUFFER_SIZE <= 5 + 65535,
               "HYPERTCP_TX_BUFFER_SIZE must hold a LOGIN frame and at most a 65535-byte payload");
 static_assert(HYPERTCP_READ_BUDGET >= 1, "HYPERTCP_READ_BUDGET must be positive");

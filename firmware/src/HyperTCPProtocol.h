@@ -62,12 +62,14 @@ class HyperTCPProtocol {
         _redirectPort(0),
         _nextId(0),
         _pingId(0),
+        _loginId(0),
         _state(STOPPED),
         _deliveryStatus(HYPER_TCP_STATUS_SUCCESS),
         _attempts(0),
         _useRedirect(false),
         _writeFailed(false) {
     _token[0] = '\0';
+    _deviceId[0] = '\0';
     _homeHost[0] = '\0';
     _redirectHost[0] = '\0';
     setHeartbeat(HYPERTCP_HEARTBEAT_MS);
@@ -86,7 +88,7 @@ class HyperTCPProtocol {
     size_t tokenLen = strlen(token);
     size_t hostLen = strlen(host);
     if (tokenLen == 0 || tokenLen > HYPERTCP_MAX_TOKEN_LEN || hostLen == 0 ||
-        hostLen > HYPERTCP_MAX_HOST_LEN) {
+        hostLen > HYPERTCP_MAX_HOST_LEN || !loginFits(token, _deviceId)) {
       return false;
     }
     disconnect();
@@ -96,6 +98,18 @@ class HyperTCPProtocol {
     _useRedirect = false;
     _attempts = 0;
     return openLink();
+  }
+
+  // The device id to log in as, for tokens that let the device choose its
+  // own (fleet tokens); nullptr or "" to let the token decide.  Applies
+  // from the next login.  False (and no change) if it is longer than
+  // HYPERTCP_MAX_DEVICE_ID_LEN or the LOGIN would not fit the transmit
+  // buffer.
+  bool setDeviceId(const char* id) {
+    const size_t len = id == nullptr ? 0 : strlen(id);
+    if (len > HYPERTCP_MAX_DEVICE_ID_LEN || (len > 0 && !loginFits(_token, id))) return false;
+    memcpy(_deviceId, len == 0 ? "" : id, len + 1);
+    return true;
   }
 
   // The original header's defaults, for sketches written for it: port 80
@@ -319,13 +333,37 @@ class HyperTCPProtocol {
     _state = LOGGING_IN;
     _since = _lastRx = _lastTx = _lastPing = now;
     _writeFailed = false;
-    _tx.begin();
-    _tx.append(_token);
-    if (txSend(HYPER_TCP_CMD_LOGIN) == 0) {
+    buildLogin(_token, _deviceId);
+    _loginId = txSend(HYPER_TCP_CMD_LOGIN);
+    if (_loginId == 0) {
       linkLost();
       return false;
     }
     return true;
+  }
+
+  // LOGIN: {"token":"...","proto":2[,"device_id":"..."]}.  "proto" tells
+  // the server that this client reads the status byte of every RESPONSE
+  // (a device that logs in with a raw token, as the original sketch does,
+  // is only ever sent empty RESPONSEs after its login answer).
+  void buildLogin(const char* token, const char* deviceId) {
+    _tx.begin();
+    _tx.append("{\"token\":\"");
+    _tx.appendEscaped(token);
+    _tx.append("\",\"proto\":" HYPER_TCP_PROTO_TEXT);
+    if (deviceId[0] != '\0') {
+      _tx.append(",\"device_id\":\"");
+      _tx.appendEscaped(deviceId);
+      _tx.append("\"");
+    }
+    _tx.append("}");
+  }
+
+  // Whether that LOGIN fits the transmit buffer (escapes make it longer
+  // than the strings).  The writer is free between sends.
+  bool loginFits(const char* token, const char* deviceId) {
+    buildLogin(token, deviceId);
+    return !_tx.overflowed();
   }
 
   // Closes the transport and forgets any partial frame.  Returns whether the
@@ -441,7 +479,7 @@ class HyperTCPProtocol {
         const uint8_t status = _rx.length() == 0 ? static_cast<uint8_t>(HYPER_TCP_STATUS_SUCCESS)
                                                  : static_cast<uint8_t>(_rx.payload()[0]);
         if (_state == LOGGING_IN) {
-          if (msgId == 1) loginAnswered(status);  // LOGIN is always msg_id 1
+          if (msgId == _loginId) loginAnswered(status);
         } else if (msgId != _pingId) {            // our heartbeat's answer is ours
           onResponse(msgId, status);
         }
@@ -636,12 +674,14 @@ class HyperTCPProtocol {
   uint16_t _redirectPort;
   uint16_t _nextId;  // last msg_id sent on this link
   uint16_t _pingId;  // msg_id of the last heartbeat PING
+  uint16_t _loginId;  // msg_id of the LOGIN being answered
   State _state;
   uint8_t _deliveryStatus;  // how the delivery being handled will be answered
   uint8_t _attempts;  // failed attempts since the last login
   bool _useRedirect;
   bool _writeFailed;
   char _token[HYPERTCP_MAX_TOKEN_LEN + 1];
+  char _deviceId[HYPERTCP_MAX_DEVICE_ID_LEN + 1];
   char _homeHost[HYPERTCP_MAX_HOST_LEN + 1];
   char _redirectHost[HYPERTCP_MAX_HOST_LEN + 1];
   HyperTCPFrameReader _rx;

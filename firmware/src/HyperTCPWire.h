@@ -33,6 +33,10 @@ enum HyperTCPStatus : uint8_t {
   HYPER_TCP_STATUS_SERVER_EXCEPTION = 19,
 };
 
+// The protocol level this library announces in its LOGIN ("proto"): a
+// client at level 2 reads the status byte of every RESPONSE.
+#define HYPER_TCP_PROTO_TEXT "2"
+
 // type (1 byte), msg_id (2), length (2), big-endian.
 static const size_t HYPER_TCP_HEADER_SIZE = 5;
 
