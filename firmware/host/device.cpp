@@ -24,9 +24,8 @@
 
 #include <Arduino.h>
 #include <HyperTCPProtocol.h>
-#include <poll.h>
-#include <unistd.h>
 
+#include "Console.h"
 #include "PosixClient.h"
 
 class Device : public HyperTCPProtocol<HyperTCPTransport<PosixClient>> {
@@ -69,9 +68,6 @@ Device device(transport);
 
 namespace {
 
-char line[8192];
-size_t lineLen = 0;
-
 void usage() {
   fprintf(stderr,
           "usage: device --token T --host H --port P [--device-id ID] [--heartbeat MS]\n"
@@ -95,31 +91,23 @@ void report(uint16_t msgId) {
   }
 }
 
-// Splits "WORD rest" at the first space; returns rest, or nullptr.
-char* split(char* text) {
-  char* space = strchr(text, ' ');
-  if (space == nullptr) return nullptr;
-  *space = '\0';
-  return space + 1;
-}
-
 void command(char* text) {
-  char* rest = split(text);
+  char* rest = console::split(text);
   if (strcmp(text, "quit") == 0) {
     quit();
   } else if (strcmp(text, "disconnect") == 0) {
     device.disconnect();
     Serial.println("stopped");
   } else if (strcmp(text, "send") == 0 && rest != nullptr) {
-    char* json = split(rest);
+    char* json = console::split(rest);
     report(json != nullptr ? device.sendMessage(rest, json) : 0);
   } else if (strcmp(text, "server") == 0 && rest != nullptr) {
     report(device.sendToServer(rest));
   } else if (strcmp(text, "broadcast") == 0 && rest != nullptr) {
     report(device.broadcastMessage(rest));
   } else if (strcmp(text, "flood") == 0 && rest != nullptr) {
-    char* target = split(rest);
-    char* json = target != nullptr ? split(target) : nullptr;
+    char* target = console::split(rest);
+    char* json = target != nullptr ? console::split(target) : nullptr;
     long count = strtol(rest, nullptr, 10);
     long sent = 0;
     for (long k = 0; json != nullptr && k < count; k++) {
@@ -128,30 +116,6 @@ void command(char* text) {
     Serial.printf("flooded %ld\n", sent);
   } else {
     Serial.printf("unknown-command %s\n", text);
-  }
-}
-
-// Waits up to 1 ms for input (this is also the loop's pacing), then runs
-// every complete line.
-void readCommands() {
-  struct pollfd p = {STDIN_FILENO, POLLIN, 0};
-  if (poll(&p, 1, 1) != 1) return;
-  ssize_t n = ::read(STDIN_FILENO, line + lineLen, sizeof line - 1 - lineLen);
-  if (n <= 0) quit();  // end of input: the test is done with us
-  lineLen += static_cast<size_t>(n);
-  line[lineLen] = '\0';
-  char* start = line;
-  char* newline;
-  while ((newline = strchr(start, '\n')) != nullptr) {
-    *newline = '\0';
-    command(start);
-    start = newline + 1;
-  }
-  lineLen = strlen(start);
-  memmove(line, start, lineLen + 1);
-  if (lineLen == sizeof line - 1) {
-    Serial.println("line-too-long");
-    lineLen = 0;
   }
 }
 
@@ -205,5 +169,5 @@ void setup() {
 
 void loop() {
   device.run();
-  readCommands();
+  console::poll(command, quit);
 }
