@@ -18,9 +18,12 @@ or on sockets, never sleeps.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import socket
 import time
 from typing import Optional
@@ -131,6 +134,18 @@ def padded_delivery(msg_id: int, size: int) -> bytes:
                       separators=(",", ":")).encode()
     assert len(body) == size
     return wire.encode(Command.JSON_MESSAGE, msg_id, body)
+
+
+def challenge_proof(token: str, nonce: str, device_id: str = "") -> tuple[str, str]:
+    """
+    The reference for the challenge login's second LOGIN: the key id and the
+    proof the device must send for C{nonce} (docs/protocol.rst).
+    """
+    key_id = hashlib.sha256(token.encode()).hexdigest()[:16]
+    client_key = hmac.new(token.encode(), b"HyperTCP client key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    signature = hmac.new(stored_key, f"{nonce}:{device_id}".encode(), hashlib.sha256).digest()
+    return key_id, bytes(a ^ b for a, b in zip(client_key, signature)).hex()
 
 
 def printed(line: str) -> tuple[str, str, dict]:
@@ -314,6 +329,39 @@ def test_msg_id_wraps_from_65535_to_1_and_is_never_0(device, scripted):
     d.expect(f"flooded {count}", timeout=30)
     # LOGIN took 1; messages run 2..65535, then wrap to 1, skipping 0.
     assert ids == list(range(2, 65536)) + [1, 2]
+
+
+@pytest.mark.parametrize("device_id", [None, "esp32-kitchen"])
+def test_challenge_login_sends_the_proof_not_the_token(device, scripted, device_id):
+    token = "s3cret-token"
+    options = ("--challenge",) + (("--device-id", device_id) if device_id else ())
+    d = device(token, scripted.port, *options)
+    link = scripted.accept()
+    ask = link.frame()
+    assert (ask.command, ask.msg_id) == (Command.LOGIN, 1)
+    assert json.loads(ask.payload) == {"proto": 2, "challenge": True}
+    nonce = secrets.token_hex(32)
+    link.send(wire.encode(Command.LOGIN, ask.msg_id, json.dumps({"nonce": nonce}).encode()))
+    answer = link.frame()
+    key_id, proof = challenge_proof(token, nonce, device_id or "")
+    assert answer.command == Command.LOGIN and answer.msg_id != 0
+    assert json.loads(answer.payload) == {"proto": 2, "key": key_id, "proof": proof,
+                                          **({"device_id": device_id} if device_id else {})}
+    assert token.encode() not in ask.payload + answer.payload
+    link.send(wire.response(answer.msg_id, Status.SUCCESS, login=True))
+    d.expect("connected")
+
+
+def test_a_refused_proof_is_a_failed_login(device, scripted):
+    d = device("s3cret-token", scripted.port, "--challenge", "--backoff", "50:100")
+    link = scripted.accept()
+    ask = link.frame()
+    link.send(wire.encode(Command.LOGIN, ask.msg_id, json.dumps({"nonce": "0" * 64}).encode()))
+    answer = link.frame()
+    link.send(wire.response(answer.msg_id, Status.INVALID_TOKEN, login=True))
+    d.expect(r"login-failed 9 \d+")
+    assert link.closed_by_peer()
+    assert "connected" not in d.history
 
 
 # -- against the real server --------------------------------------------------

@@ -61,3 +61,13 @@ def test_its_ram_is_the_protocol_object(sizes, arch):
     buffers = 1025 + 1024 + 128 + 64 + 2 * 64
     ram = cost(sizes, arch)
     assert buffers <= ram["bss"] + ram["data"] <= buffers + 128, ram
+
+
+def test_the_challenge_login_costs_only_the_sketches_that_use_it(sizes):
+    # SHA-256 and HMAC are linked in only behind useChallengeLogin().
+    symbols = {variant: (BUILD / "cross" / f"rv32-{variant}.symbols").read_text()
+               for variant in ("library", "challenge")}
+    assert "HyperTCPSha256" not in symbols["library"]
+    assert "HyperTCPSha256::compress" in symbols["challenge"]
+    for arch in ("rv32", "lx106"):
+        assert cost(sizes, arch, "challenge")["text"] > cost(sizes, arch)["text"]

@@ -38,7 +38,7 @@ def run_case(program: Path, case: str) -> None:
     assert result.returncode == 0 and said == [f"ok {case}"], result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("program", ["protocol_test", "legacy_test", "json_hook_test"])
+@pytest.mark.parametrize("program", ["protocol_test", "legacy_test", "json_hook_test", "crypto_test"])
 def test_every_case_is_built_and_run(build, program):
     listed = run_program(build / program, "--list").stdout.split()
     assert listed == cases(f"{program}.cpp")
@@ -82,6 +82,11 @@ def test_original_header_calls_compile_and_the_worse_ones_are_deprecated(build):
         "bool HyperTCPProtocol<TransportT>::connect(const char*)",
         "bool HyperTCPProtocol<TransportT>::connect(const char*, const char*)",
     }, said
+
+
+@pytest.mark.parametrize("case", cases("crypto_test.cpp"))
+def test_sha256_and_hmac(build, case):
+    run_case(build / "crypto_test", case)
 
 
 def test_an_unknown_case_name_fails(build):

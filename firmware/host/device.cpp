@@ -1,8 +1,9 @@
 // device: a HyperTCP device on the host, written as a sketch (setup/loop,
 // global client, transport and protocol objects), for the firmware tests.
 //
-//   device --token T --host H --port P [--device-id ID] [--heartbeat MS]
-//          [--timeout MS] [--backoff MIN:MAX] [--trace-frames] [--trace-reads]
+//   device --token T --host H --port P [--device-id ID] [--challenge]
+//          [--heartbeat MS] [--timeout MS] [--backoff MIN:MAX]
+//          [--trace-frames] [--trace-reads]
 //
 // It prints one line per event on stdout and takes one command per line on
 // stdin:
@@ -70,8 +71,9 @@ namespace {
 
 void usage() {
   fprintf(stderr,
-          "usage: device --token T --host H --port P [--device-id ID] [--heartbeat MS]\n"
-          "              [--timeout MS] [--backoff MIN:MAX] [--trace-frames] [--trace-reads]\n");
+          "usage: device --token T --host H --port P [--device-id ID] [--challenge]\n"
+          "              [--heartbeat MS] [--timeout MS] [--backoff MIN:MAX]\n"
+          "              [--trace-frames] [--trace-reads]\n");
   exit(2);
 }
 
@@ -132,6 +134,10 @@ void setup() {
     const char* value = i + 1 < hostArgc ? hostArgv[i + 1] : nullptr;
     if (strcmp(arg, "--trace-frames") == 0) {
       device.traceFrames = true;
+      continue;
+    }
+    if (strcmp(arg, "--challenge") == 0) {
+      device.useChallengeLogin();
       continue;
     }
     if (strcmp(arg, "--trace-reads") == 0) {

@@ -254,6 +254,117 @@ TEST(unanswered_login_times_out_and_retries) {
   CHECK_EQ(rig.client.connects().size(), 2u);
 }
 
+// ---- Challenge login
+
+namespace {
+const std::string kNonce = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const std::string kChallengeRequest = "{\"proto\":2,\"challenge\":true}";
+// From the Python reference (tests/test_firmware.py, challenge_proof).
+const std::string kKeyId = "2bb80d537b1da3e3";  // SHA-256("secret"), first 16 hex digits
+const std::string kProof = "65f6de0a915af03471fcfc0921d864eb4d2e1a567304776a46761410f9d6bac8";
+const std::string kProofAsKitchen = "7fd0eedb8ab3802b3a86e73d5e846fde2cc5c2388c02b7fbf653a00457857f70";
+
+std::string challenge(const std::string& nonce) { return "{\"nonce\":\"" + nonce + "\"}"; }
+}  // namespace
+
+TEST(challenge_login_keeps_the_token_off_the_wire) {
+  Rig rig;
+  rig.device.useChallengeLogin();
+  CHECK(rig.device.connect(kToken, "home.example", 8080));
+  CHECK_EQ(rig.client.frames(), frames({frame(HYPER_TCP_CMD_LOGIN, 1, kChallengeRequest)}));
+  rig.client.respond(HYPER_TCP_CMD_LOGIN, 1, challenge(kNonce));
+  rig.device.run();
+  CHECK(!rig.device.connected());
+  CHECK_EQ(rig.client.frames(),
+           frames({frame(HYPER_TCP_CMD_LOGIN, 2,
+                         "{\"proto\":2,\"key\":\"" + kKeyId + "\",\"proof\":\"" + kProof + "\"}")}));
+  rig.client.respond(HYPER_TCP_CMD_RESPONSE, 2, kSuccessByte);
+  rig.device.run();
+  CHECK(rig.device.connected());
+  CHECK_EQ(rig.device.take(), lines({"connected"}));
+  // The next message takes the next msg_id after the two LOGINs.
+  CHECK_EQ(rig.device.sendToServer("{}"), 3);
+}
+
+TEST(the_challenge_proof_covers_the_device_id) {
+  Rig rig;
+  rig.device.useChallengeLogin();
+  rig.device.setDeviceId("kitchen");
+  rig.device.connect(kToken, "home.example", 8080);
+  CHECK_EQ(rig.client.frames(), frames({frame(HYPER_TCP_CMD_LOGIN, 1, kChallengeRequest)}));
+  rig.client.respond(HYPER_TCP_CMD_LOGIN, 1, challenge(kNonce));
+  rig.device.run();
+  CHECK_EQ(rig.client.frames(),
+           frames({frame(HYPER_TCP_CMD_LOGIN, 2,
+                         "{\"proto\":2,\"key\":\"" + kKeyId + "\",\"proof\":\"" + kProofAsKitchen +
+                             "\",\"device_id\":\"kitchen\"}")}));
+}
+
+TEST(a_refused_proof_fails_the_login) {
+  Rig rig;
+  rig.device.setReconnectDelay(100, 5000);
+  rig.device.useChallengeLogin();
+  rig.device.connect(kToken, "home.example", 8080);
+  rig.client.respond(HYPER_TCP_CMD_LOGIN, 1, challenge(kNonce));
+  rig.client.respond(HYPER_TCP_CMD_RESPONSE, 2, statusByte(HYPER_TCP_STATUS_INVALID_TOKEN));
+  rig.device.run();
+  CHECK_EQ(rig.device.take(), lines({"login-failed 9"}));
+  CHECK(!rig.client.open());
+  rig.runAt(1000 + 5000);  // and asks again, for a fresh nonce, after the longest delay
+  CHECK_EQ(rig.client.connects().size(), 2u);
+  CHECK_EQ(rig.client.frames().back(), frame(HYPER_TCP_CMD_LOGIN, 1, kChallengeRequest));
+}
+
+TEST(a_challenge_without_a_usable_nonce_fails_the_login) {
+  const std::string bad[] = {
+      "{}",
+      challenge(kNonce.substr(1)),                     // 63 digits
+      challenge(kNonce + "0"),                         // 65
+      challenge("A" + kNonce.substr(1)),               // not lowercase
+      challenge("g" + kNonce.substr(1)),               // not hex
+      "{\"nonce\":12345}",
+      "not json",
+  };
+  for (const std::string& body : bad) {
+    Rig rig;
+    rig.device.useChallengeLogin();
+    rig.device.connect(kToken, "home.example", 8080);
+    rig.client.frames();
+    rig.client.respond(HYPER_TCP_CMD_LOGIN, 1, body);
+    rig.device.run();
+    CHECK_EQ(rig.device.take(), lines({"login-failed 11"}));
+    CHECK_EQ(rig.client.frames().size(), 0u);  // no proof for that
+    CHECK(!rig.client.open());
+  }
+}
+
+TEST(a_server_login_frame_is_answered_illegal_command_otherwise) {
+  Rig rig;
+  rig.login();  // a token login: no challenge asked for
+  rig.client.respond(HYPER_TCP_CMD_LOGIN, 1, challenge(kNonce));
+  rig.device.run();
+  CHECK_EQ(rig.client.frames(), frames({answer(1, HYPER_TCP_STATUS_ILLEGAL_COMMAND)}));
+  // Asked for, but once logged in a challenge is not answered either.
+  Rig again;
+  again.device.useChallengeLogin();
+  again.device.connect(kToken, "home.example", 8080);
+  again.client.respond(HYPER_TCP_CMD_LOGIN, 1, challenge(kNonce));
+  again.client.respond(HYPER_TCP_CMD_RESPONSE, 2, kSuccessByte);
+  again.client.respond(HYPER_TCP_CMD_LOGIN, 1, challenge(kNonce));
+  again.device.run();
+  CHECK(again.device.connected());
+  std::vector<ShimFrame> sent = again.client.frames();
+  CHECK_EQ(sent.size(), 3u);
+  if (sent.size() == 3) CHECK_EQ(sent[2], answer(1, HYPER_TCP_STATUS_ILLEGAL_COMMAND));
+}
+
+TEST(challenge_login_can_be_turned_off_again) {
+  Rig rig;
+  rig.device.useChallengeLogin(true);
+  rig.device.useChallengeLogin(false);
+  rig.login();
+}
+
 // ---- Answers the library writes
 
 TEST(ping_is_answered_with_an_empty_response) {

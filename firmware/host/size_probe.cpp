@@ -1,7 +1,8 @@
 // size_probe: a sketch that uses every public call of the library, built for
 // microcontrollers (make cross) to measure what the library costs in flash
 // and RAM.  Built with -DPROBE_BASELINE it is the same program without the
-// library; the difference between the two is the library's cost.
+// library; the difference between the two is the library's cost.  With
+// -DPROBE_CHALLENGE it also turns on the challenge login.
 
 #include "size_probe.h"
 
@@ -13,6 +14,9 @@ HyperTCPTransport<NetClient> transport(net);
 HyperTCPProtocol<HyperTCPTransport<NetClient>> device(transport);
 
 int main() {
+#ifdef PROBE_CHALLENGE
+  device.useChallengeLogin();
+#endif
   device.setDeviceId(probeInput());
   device.setHeartbeat(30000, 45000);
   device.setReconnectDelay(1000, 60000);

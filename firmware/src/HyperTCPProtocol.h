@@ -30,6 +30,7 @@
 //   HyperTCPJson.h       the JSON scanner the library (and sketches) read with
 //   HyperTCPFrames.h     frame reader and writer on fixed buffers
 //   HyperTCPTransport.h  the byte pipe over an Arduino Client
+//   HyperTCPSha256.h     SHA-256 and HMAC for the challenge login
 //   this file            login, keepalive, reconnect, redirect, dispatch
 
 #ifndef HYPERTCP_PROTOCOL_H
@@ -38,6 +39,7 @@
 #include "HyperTCPConfig.h"
 #include "HyperTCPFrames.h"
 #include "HyperTCPJson.h"
+#include "HyperTCPSha256.h"
 #include "HyperTCPTransport.h"
 #include "HyperTCPWire.h"
 
@@ -48,6 +50,7 @@ class HyperTCPProtocol {
  public:
   explicit HyperTCPProtocol(TransportT& byteLink)
       : _transport(byteLink),
+        _prove(nullptr),
         _heartbeatMs(0),
         _timeoutMs(0),
         _reconnectMinMs(0),
@@ -123,6 +126,13 @@ class HyperTCPProtocol {
     uint16_t port = 0;
     return _transport.address(host, sizeof host, port) && connect(token, host, port);
   }
+
+  // Log in without the token crossing the wire: the server sends a nonce
+  // and the device answers with a proof computed from the token (the
+  // construction is in docs/protocol.rst).  Applies from the next login.
+  // The server must support it: one that does not refuses the login.  The
+  // SHA-256 code this needs is only in sketches that call this.
+  void useChallengeLogin(bool on = true) { _prove = on ? &HyperTCPProtocol::writeProof : nullptr; }
 
   // Closes the link and stops reconnecting until the next connect().
   void disconnect() {
@@ -333,7 +343,12 @@ class HyperTCPProtocol {
     _state = LOGGING_IN;
     _since = _lastRx = _lastTx = _lastPing = now;
     _writeFailed = false;
-    buildLogin(_token, _deviceId);
+    if (_prove != nullptr) {
+      _tx.begin();
+      _tx.append("{\"proto\":" HYPER_TCP_PROTO_TEXT ",\"challenge\":true}");
+    } else {
+      buildLogin(_token, _deviceId);
+    }
     _loginId = txSend(HYPER_TCP_CMD_LOGIN);
     if (_loginId == 0) {
       linkLost();
@@ -495,6 +510,15 @@ class HyperTCPProtocol {
       case HYPER_TCP_CMD_REDIRECT:
         redirect();
         return;
+      case HYPER_TCP_CMD_LOGIN:
+        // The server's challenge, echoing the first LOGIN of a challenge
+        // login; anything else is a command a server does not send.
+        if (_state == LOGGING_IN && _prove != nullptr && msgId == 1 && _loginId == 1) {
+          challenged();
+          return;
+        }
+        sendResponse(msgId, HYPER_TCP_STATUS_ILLEGAL_COMMAND);
+        return;
       default:
         sendResponse(msgId, HYPER_TCP_STATUS_ILLEGAL_COMMAND);
         return;
@@ -567,6 +591,73 @@ class HyperTCPProtocol {
     _useRedirect = true;
     waitThenReconnect(0);  // connect on the next run()
     if (wasOnline) onDisconnected();
+  }
+
+  // {"nonce": "<64 lowercase hex>"}: answer with the proof, as a second
+  // LOGIN whose RESPONSE is the login answer.  A challenge without a usable
+  // nonce fails the login like a refusal.
+  void challenged() {
+    HyperTCPJsonSpan nonce;
+    if (!HyperTCPJson::find(_rx.payload(), _rx.length(), "nonce", nonce) || nonce.len != 2 + 64) {
+      loginAnswered(HYPER_TCP_STATUS_ILLEGAL_COMMAND_BODY);
+      return;
+    }
+    const char* hex = nonce.ptr + 1;
+    for (size_t i = 0; i < 64; i++) {
+      if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f'))) {
+        loginAnswered(HYPER_TCP_STATUS_ILLEGAL_COMMAND_BODY);
+        return;
+      }
+    }
+    (this->*_prove)(hex);
+    _loginId = txSend(HYPER_TCP_CMD_LOGIN);
+    // Not sent: too big for the transmit buffer, or the write failed (then
+    // run() closes the link anyway).
+    if (_loginId == 0 && !_writeFailed) loginAnswered(HYPER_TCP_STATUS_ILLEGAL_COMMAND_BODY);
+  }
+
+  // The second LOGIN of a challenge login, in the writer:
+  // {"proto":2,"key":K,"proof":P[,"device_id":...]} where
+  //   K               = the first 16 hex digits of SHA-256(token)
+  //   ClientKey       = HMAC-SHA256(token, "HyperTCP client key")
+  //   StoredKey       = SHA-256(ClientKey)
+  //   ClientSignature = HMAC-SHA256(StoredKey, nonce ":" device_id)
+  //   P               = hex(ClientKey XOR ClientSignature)
+  void writeProof(const char* nonceHex) {
+    static const char label[] = "HyperTCP client key";
+    const size_t tokenLen = strlen(_token);
+    uint8_t key[HyperTCPSha256::kDigestSize];
+    uint8_t clientKey[HyperTCPSha256::kDigestSize];
+    uint8_t signature[HyperTCPSha256::kDigestSize];
+    HyperTCPSha256::hash(_token, tokenLen, key);
+    _tx.begin();
+    _tx.append("{\"proto\":" HYPER_TCP_PROTO_TEXT ",\"key\":\"");
+    appendHex(key, 8);
+    HyperTCPHmacSha256::mac(_token, tokenLen, label, sizeof label - 1, clientKey);
+    HyperTCPSha256::hash(clientKey, sizeof clientKey, key);  // StoredKey
+    HyperTCPHmacSha256 hmac(key, sizeof key);
+    hmac.update(nonceHex, 64);
+    hmac.update(":", 1);
+    hmac.update(_deviceId, strlen(_deviceId));
+    hmac.finish(signature);
+    for (size_t i = 0; i < sizeof signature; i++) signature[i] ^= clientKey[i];
+    _tx.append("\",\"proof\":\"");
+    appendHex(signature, sizeof signature);
+    _tx.append("\"");
+    if (_deviceId[0] != '\0') {
+      _tx.append(",\"device_id\":\"");
+      _tx.appendEscaped(_deviceId);
+      _tx.append("\"");
+    }
+    _tx.append("}");
+  }
+
+  void appendHex(const uint8_t* bytes, size_t n) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+      const char pair[2] = {digits[bytes[i] >> 4], digits[bytes[i] & 0xF]};
+      _tx.append(pair, 2);
+    }
   }
 
 #if HYPERTCP_HAS_ARDUINOJSON
@@ -660,6 +751,7 @@ class HyperTCPProtocol {
   // ---- State.  Wider members first to keep padding small.
 
   TransportT& _transport;
+  void (HyperTCPProtocol::*_prove)(const char* nonceHex);  // set by useChallengeLogin()
   uint32_t _heartbeatMs;
   uint32_t _timeoutMs;
   uint32_t _reconnectMinMs;
