@@ -10,11 +10,12 @@
 //
 //   events                          commands
 //   connect 1|0                     send TARGET JSON
-//   connected                       server JSON
-//   disconnected                    broadcast JSON
-//   login-failed STATUS MILLIS      flood COUNT TARGET JSON
-//   message FROM JSON               disconnect
-//   broadcast FROM JSON             quit   (also on end of input)
+//   connected                       sendq TARGET JSON   (qos 1)
+//   disconnected                    server JSON
+//   login-failed STATUS MILLIS      broadcast JSON
+//   message FROM JSON               flood COUNT TARGET JSON
+//   broadcast FROM JSON             disconnect
+//                                   quit   (also on end of input)
 //   response ID STATUS
 //   oversize TYPE ID LENGTH
 //   redirect HOST PORT TLS
@@ -103,6 +104,9 @@ void command(char* text) {
   } else if (strcmp(text, "send") == 0 && rest != nullptr) {
     char* json = console::split(rest);
     report(json != nullptr ? device.sendMessage(rest, json) : 0);
+  } else if (strcmp(text, "sendq") == 0 && rest != nullptr) {
+    char* json = console::split(rest);
+    report(json != nullptr ? device.sendMessage(rest, json, HYPER_TCP_QOS_1) : 0);
   } else if (strcmp(text, "server") == 0 && rest != nullptr) {
     report(device.sendToServer(rest));
   } else if (strcmp(text, "broadcast") == 0 && rest != nullptr) {

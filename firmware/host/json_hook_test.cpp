@@ -165,6 +165,12 @@ TEST(json_object_sends_build_the_envelope) {
   CHECK_EQ(sent[1].type, HYPER_TCP_CMD_BROADCAST);
   CHECK_EQ(sent[1].payload, std::string("{\"targetId\":\"broadcast\",\"payload\":{\"temperature\":25.5}}"));
   CHECK_EQ(sent[2].payload, sent[0].payload);
+  CHECK_EQ(rig.sketch.sendMessage("lamp", object, HYPER_TCP_QOS_1), 5);
+  sent = rig.client.frames();
+  CHECK_EQ(sent.size(), 1u);
+  if (!sent.empty()) {
+    CHECK_EQ(sent[0].payload, std::string("{\"targetId\":\"lamp\",\"payload\":{\"temperature\":25.5},\"qos\":1}"));
+  }
 }
 
 TEST(a_json_object_larger_than_the_transmit_buffer_is_not_sent) {

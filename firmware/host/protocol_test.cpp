@@ -775,4 +775,32 @@ TEST(a_send_that_cannot_go_returns_0_and_sends_nothing) {
   CHECK_EQ(rig.device.sendMessage("bob", "{}"), 2);  // the failed ones took no msg_id
 }
 
+TEST(qos_1_puts_qos_in_the_envelope_and_stored_reaches_on_response) {
+  Rig rig;
+  rig.login();
+  const uint16_t stored = rig.device.sendMessage("lamp", "{\"on\":1}", HYPER_TCP_QOS_1);
+  const uint16_t plain = rig.device.sendMessage("lamp", "{\"on\":2}", HYPER_TCP_QOS_0);
+  const uint16_t counted = rig.device.sendMessage("lamp", "{\"on\":3}xyz", 8, HYPER_TCP_QOS_1);
+  CHECK_EQ(rig.client.frames(),
+           frames({frame(HYPER_TCP_CMD_JSON_MESSAGE, stored, "{\"targetId\":\"lamp\",\"payload\":{\"on\":1},\"qos\":1}"),
+                   frame(HYPER_TCP_CMD_JSON_MESSAGE, plain, "{\"targetId\":\"lamp\",\"payload\":{\"on\":2}}"),
+                   frame(HYPER_TCP_CMD_JSON_MESSAGE, counted,
+                         "{\"targetId\":\"lamp\",\"payload\":{\"on\":3},\"qos\":1}")}));
+  rig.client.respond(HYPER_TCP_CMD_RESPONSE, stored, statusByte(HYPER_TCP_STATUS_STORED));
+  rig.client.respond(HYPER_TCP_CMD_RESPONSE, plain, statusByte(HYPER_TCP_STATUS_DEVICE_NOT_IN_NETWORK));
+  rig.device.run();
+  CHECK_EQ(rig.device.take(), lines({"response " + std::to_string(stored) + " 202",
+                                     "response " + std::to_string(plain) + " 7"}));
+}
+
+TEST(a_number_where_the_qos_goes_is_a_length_and_sends_nothing) {
+  Rig rig;
+  rig.login();
+  // sendMessage(target, json, 1) is the (json, length) overload: one byte
+  // cannot be a JSON object, so nothing is sent rather than "{".
+  CHECK_EQ(rig.device.sendMessage("lamp", "{\"on\":1}", 1), 0);
+  CHECK_EQ(rig.device.sendMessage("lamp", "{\"on\":1}", 0), 0);
+  CHECK_EQ(rig.client.frames().size(), 0u);
+}
+
 int main(int argc, char** argv) { return runUnitTests(argc, argv); }

@@ -25,6 +25,7 @@ int main() {
     device.run();
     if (device.connected()) {
       device.sendMessage(probeInput(), probeInput());
+      device.sendMessage(probeInput(), probeInput(), HYPER_TCP_QOS_1);
       device.broadcastMessage(probeInput());
       device.sendToServer(probeInput());
     }

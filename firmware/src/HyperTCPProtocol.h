@@ -175,12 +175,22 @@ class HyperTCPProtocol {
   // Sends a JSON_MESSAGE `{"targetId":target,"payload":json}`; `json` must be
   // a JSON object.  Returns the frame's msg_id (matched by onResponse()), or
   // 0 if nothing was sent: not logged in, frame larger than the transmit
-  // buffer, or the write failed.
+  // buffer, the write failed, or `json` is shorter than "{}".
   uint16_t sendMessage(const char* target, const char* json) {
     return json == nullptr ? 0 : sendMessage(target, json, strlen(json));
   }
   uint16_t sendMessage(const char* target, const char* json, size_t len) {
-    return sendJson(HYPER_TCP_CMD_JSON_MESSAGE, target, json, len);
+    return sendJson(HYPER_TCP_CMD_JSON_MESSAGE, target, json, len, HYPER_TCP_QOS_0);
+  }
+  // With HYPER_TCP_QOS_1 the envelope carries "qos":1: a server that stores
+  // messages keeps it for a target that is offline and answers STORED (202)
+  // through onResponse(), then delivers it when the target logs in.
+  // (Pass the enum: a plain number here would be taken as a length.)
+  uint16_t sendMessage(const char* target, const char* json, HyperTCPQos qos) {
+    return json == nullptr ? 0 : sendMessage(target, json, strlen(json), qos);
+  }
+  uint16_t sendMessage(const char* target, const char* json, size_t len, HyperTCPQos qos) {
+    return sendJson(HYPER_TCP_CMD_JSON_MESSAGE, target, json, len, qos);
   }
 
   // Sends a BROADCAST to every other connected client.
@@ -188,7 +198,7 @@ class HyperTCPProtocol {
     return json == nullptr ? 0 : broadcastMessage(json, strlen(json));
   }
   uint16_t broadcastMessage(const char* json, size_t len) {
-    return sendJson(HYPER_TCP_CMD_BROADCAST, "broadcast", json, len);
+    return sendJson(HYPER_TCP_CMD_BROADCAST, "broadcast", json, len, HYPER_TCP_QOS_0);
   }
 
   // Sends a JSON_MESSAGE to the server itself, e.g. {"command":"ping",...}.
@@ -196,11 +206,11 @@ class HyperTCPProtocol {
   uint16_t sendToServer(const char* json, size_t len) { return sendMessage("server", json, len); }
 
 #if HYPERTCP_HAS_ARDUINOJSON
-  uint16_t sendMessage(const char* target, JsonObject payload) {
-    return sendJsonObject(HYPER_TCP_CMD_JSON_MESSAGE, target, payload);
+  uint16_t sendMessage(const char* target, JsonObject payload, HyperTCPQos qos = HYPER_TCP_QOS_0) {
+    return sendJsonObject(HYPER_TCP_CMD_JSON_MESSAGE, target, payload, qos);
   }
   uint16_t broadcastMessage(JsonObject payload) {
-    return sendJsonObject(HYPER_TCP_CMD_BROADCAST, "broadcast", payload);
+    return sendJsonObject(HYPER_TCP_CMD_BROADCAST, "broadcast", payload, HYPER_TCP_QOS_0);
   }
   uint16_t sendToServer(JsonObject payload) { return sendMessage("server", payload); }
 #endif
@@ -684,7 +694,7 @@ class HyperTCPProtocol {
     }
   }
 
-  uint16_t sendJsonObject(uint8_t type, const char* target, JsonObject payload) {
+  uint16_t sendJsonObject(uint8_t type, const char* target, JsonObject payload, HyperTCPQos qos) {
     if (!canSend() || target == nullptr || payload.isNull()) return 0;
     envelope(target);
     const size_t size = measureJson(payload);
@@ -693,7 +703,7 @@ class HyperTCPProtocol {
     // serializeJson may add a NUL after the text; leave it room.
     if (size + 2 > room || serializeJson(payload, out, size + 1) != size) return 0;
     _tx.commit(size);
-    _tx.append("}");
+    closeEnvelope(qos);
     return txSend(type);
   }
 #endif
@@ -713,11 +723,14 @@ class HyperTCPProtocol {
     _tx.append("\",\"payload\":");
   }
 
-  uint16_t sendJson(uint8_t type, const char* target, const char* json, size_t len) {
-    if (!canSend() || target == nullptr || json == nullptr || len == 0) return 0;
+  // ...}, with "qos":1 when asked for (and nothing for qos 0, as before).
+  void closeEnvelope(HyperTCPQos qos) { _tx.append(qos == HYPER_TCP_QOS_1 ? ",\"qos\":1}" : "}"); }
+
+  uint16_t sendJson(uint8_t type, const char* target, const char* json, size_t len, HyperTCPQos qos) {
+    if (!canSend() || target == nullptr || json == nullptr || len < 2) return 0;
     envelope(target);
     _tx.append(json, len);
-    _tx.append("}");
+    closeEnvelope(qos);
     return txSend(type);
   }
 

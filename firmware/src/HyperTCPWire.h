@@ -33,6 +33,14 @@ enum HyperTCPStatus : uint8_t {
   HYPER_TCP_STATUS_SERVER_EXCEPTION = 19,
 };
 
+// What a message asks of the server's delivery: QOS_1 asks it to keep the
+// message for a target that is offline (answered STORED) until it is
+// delivered and acknowledged.  Messages without "qos" are QOS_0.
+enum HyperTCPQos : uint8_t {
+  HYPER_TCP_QOS_0 = 0,
+  HYPER_TCP_QOS_1 = 1,
+};
+
 // The protocol level this library announces in its LOGIN ("proto"): a
 // client at level 2 reads the status byte of every RESPONSE.
 #define HYPER_TCP_PROTO_TEXT "2"
