@@ -548,9 +548,12 @@ class HyperTCPProtocol {
     char* text = _rx.payload();
     HyperTCPJsonSpan from;
     HyperTCPJsonSpan payload;
+    // A NUL byte in the payload would cut the hooks' text short (the
+    // scanner does not look inside nested values; JSON has no raw NUL).
     if (!HyperTCPJson::find(text, _rx.length(), "from", from) ||
         !HyperTCPJson::find(text, _rx.length(), "payload", payload) ||
-        !HyperTCPJson::isObject(payload) || !HyperTCPJson::isString(from)) {
+        !HyperTCPJson::isObject(payload) || !HyperTCPJson::isString(from) ||
+        memchr(payload.ptr, '\0', payload.len) != nullptr) {
       sendResponse(msgId, HYPER_TCP_STATUS_ILLEGAL_COMMAND_BODY);
       return;
     }
