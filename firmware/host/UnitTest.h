@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include <string>
+#include <type_traits>
+#include <vector>
 
 struct UnitTestCase {
   const char* name;
@@ -53,26 +55,58 @@ inline void fail(const char* file, int line, const std::string& what) {
   fflush(stdout);
 }
 
-// Printable text for a byte string (a frame payload, say).
-inline std::string show(const std::string& bytes) {
-  std::string out = "\"";
-  for (char ch : bytes) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      char esc[8];
-      snprintf(esc, sizeof esc, "\\x%02x", c);
-      out += esc;
-    }
-  }
-  return out + "\"";
-}
-inline std::string show(const char* text) { return text == nullptr ? "null" : show(std::string(text)); }
-inline std::string show(bool v) { return v ? "true" : "false"; }
+// Printable text for a value, for failure messages: Show<T>::of(v).  Test
+// files specialize it for their own types (a class template, so a
+// specialization written after this header is still found).
 template <typename T>
-std::string show(T v) {
-  return std::to_string(v);
+struct Show {
+  static std::string of(const T& v) { return std::to_string(v); }
+};
+template <>
+struct Show<std::string> {
+  // Byte strings (frame payloads) with the unprintable bytes escaped.
+  static std::string of(const std::string& bytes) {
+    std::string out = "\"";
+    for (char ch : bytes) {
+      const unsigned char c = static_cast<unsigned char>(ch);
+      if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+        out += static_cast<char>(c);
+      } else {
+        char esc[8];
+        snprintf(esc, sizeof esc, "\\x%02x", c);
+        out += esc;
+      }
+    }
+    return out + "\"";
+  }
+};
+template <>
+struct Show<const char*> {
+  static std::string of(const char* text) { return text == nullptr ? "null" : Show<std::string>::of(text); }
+};
+template <>
+struct Show<bool> {
+  static std::string of(bool v) { return v ? "true" : "false"; }
+};
+template <typename T>
+struct Show<std::vector<T> > {
+  static std::string of(const std::vector<T>& items) {
+    std::string out = "[";
+    for (size_t i = 0; i < items.size(); i++) out += (i ? ", " : "") + Show<T>::of(items[i]);
+    return out + "]";
+  }
+};
+
+// One function per pair of types, not code per check: keeps the test
+// programs quick to compile.
+template <typename A, typename E>
+void checkEqual(const A& actual, const E& expected, const char* what, const char* file, int line) {
+  checks()++;
+  if (actual == expected) return;
+  typedef typename std::decay<A>::type ShownA;
+  typedef typename std::decay<E>::type ShownE;
+  fail(file, line, std::string(what) + ": got " + Show<ShownA>::of(actual) + ", expected " +
+                       Show<ShownE>::of(expected));
 }
 
 }  // namespace unittest
@@ -90,17 +124,8 @@ std::string show(T v) {
   } while (0)
 
 // Compares with ==, and shows both sides when they differ.
-#define CHECK_EQ(actual, expected)                                                          \
-  do {                                                                                      \
-    unittest::checks()++;                                                                   \
-    const auto unit_a = (actual);  /* copies: `actual` may be a temporary's part */ \
-    const auto unit_e = (expected);                                                         \
-    if (!(unit_a == unit_e)) {                                                              \
-      unittest::fail(__FILE__, __LINE__,                                                    \
-                     std::string(#actual " == " #expected ": got ") + unittest::show(unit_a) + \
-                         ", expected " + unittest::show(unit_e));                           \
-    }                                                                                       \
-  } while (0)
+#define CHECK_EQ(actual, expected) \
+  unittest::checkEqual((actual), (expected), #actual " == " #expected, __FILE__, __LINE__)
 
 inline int runUnitTests(int argc, char** argv) {
   if (argc == 2 && strcmp(argv[1], "--list") == 0) {

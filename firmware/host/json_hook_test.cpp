@@ -20,13 +20,6 @@
 #error "json_hook_test needs ArduinoJson (or the test double in fakejson/)"
 #endif
 
-namespace unittest {
-inline std::string show(const std::vector<std::string>& lines) {
-  std::string out = "[";
-  for (size_t i = 0; i < lines.size(); i++) out += (i ? ", " : "") + show(lines[i]);
-  return out + "]";
-}
-}  // namespace unittest
 
 namespace {
 

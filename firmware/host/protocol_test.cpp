@@ -18,21 +18,14 @@
 #include "UnitTest.h"
 
 namespace unittest {
-inline std::string show(const ShimFrame& f) {
-  return "{" + std::to_string(f.type) + ", " + std::to_string(f.msgId) + ", " + show(f.payload) + "}";
-}
-inline std::string show(const std::vector<ShimFrame>& frames) {
-  std::string out = "[";
-  for (size_t i = 0; i < frames.size(); i++) out += (i ? ", " : "") + show(frames[i]);
-  return out + "]";
-}
-inline std::string show(const std::vector<std::string>& lines) {
-  std::string out = "[";
-  for (size_t i = 0; i < lines.size(); i++) out += (i ? ", " : "") + show(lines[i]);
-  return out + "]";
-}
+template <>
+struct Show<ShimFrame> {
+  static std::string of(const ShimFrame& f) {
+    return "{" + std::to_string(f.type) + ", " + std::to_string(f.msgId) + ", " + Show<std::string>::of(f.payload) +
+           "}";
+  }
+};
 }  // namespace unittest
-
 
 namespace {
 
