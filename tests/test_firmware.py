@@ -32,6 +32,7 @@ import pytest
 
 from hypertcp.protocol import frames as wire
 from hypertcp.client import Client
+from hypertcp.protocol import challenge
 from hypertcp.protocol.commands import Command, Status
 
 from tests.firmware import RX_BUFFER, run_program, sanitizer_env
@@ -352,6 +353,16 @@ def test_challenge_login_sends_the_proof_not_the_token(device, scripted, device_
     d.expect("connected")
 
 
+@pytest.mark.parametrize("device_id", [None, "esp32-kitchen", "caf\u00e9"])
+def test_the_reference_proof_is_the_one_the_server_checks(device_id):
+    # The server's side of the construction (hypertcp.protocol.challenge)
+    # accepts what the reference above, and so the device, computes.
+    token, nonce = "s3cret-token", challenge.new_nonce()
+    key_id, proof = challenge_proof(token, nonce, device_id or "")
+    assert key_id == challenge.key_id(token)
+    assert challenge.verify(challenge.stored_key(token), nonce, device_id, proof)
+
+
 def test_a_refused_proof_is_a_failed_login(device, scripted):
     d = device("s3cret-token", scripted.port, "--challenge", "--backoff", "50:100")
     link = scripted.accept()
@@ -362,6 +373,19 @@ def test_a_refused_proof_is_a_failed_login(device, scripted):
     d.expect(r"login-failed 9 \d+")
     assert link.closed_by_peer()
     assert "connected" not in d.history
+
+
+def test_a_qos_1_message_asks_to_be_stored_and_hears_stored(device, scripted):
+    d = device("secret", scripted.port)
+    link = scripted.accept()
+    link.login("secret")
+    d.expect("connected")
+    msg_id = d.send("sendq", "lamp", '{"switch":"on"}')
+    f = link.frame()
+    assert (f.command, f.msg_id) == (Command.JSON_MESSAGE, msg_id)
+    assert json.loads(f.payload) == {"targetId": "lamp", "payload": {"switch": "on"}, "qos": 1}
+    link.send(wire.response(msg_id, Status.STORED))
+    d.expect(f"response {msg_id} 202")
 
 
 # -- against the real server --------------------------------------------------
