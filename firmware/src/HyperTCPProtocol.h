@@ -9,14 +9,15 @@
 //     feeds a small state machine, and returns.  The one call that can block
 //     is the Client's own connect() (WiFiClient bounds it with its timeout).
 //   * All memory is inside the object: a fixed receive buffer, a fixed
-//     transmit buffer, the token and host names.  Nothing is allocated per
+//     transmit buffer, the token, device id and host names.  Nothing is allocated per
 //     message.  A received frame larger than the receive buffer is skipped
 //     byte-exactly and reported through onOversizeFrame(); the stream stays
 //     in sync.
 //   * The link is kept alive per instance (PING every heartbeat interval),
 //     a silent server is detected, and the library reconnects on its own
 //     with capped exponential backoff and jitter, logging in again with the
-//     same token.
+//     same token (a JSON LOGIN at protocol level 2, so the server sends it
+//     every status; or a challenge login that keeps the token off the wire).
 //   * User hooks are only ever called from inside run(), never from a send.
 //
 // JSON: the core API takes and hands out JSON text (const char*, length), so
