@@ -37,8 +37,9 @@ def build() -> Path:
     return BUILD
 
 
-def run_program(program: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(program)], capture_output=True, text=True, timeout=60,
+def run_program(program: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run a host program to its end; the sanitizers must stay silent."""
+    result = subprocess.run([str(program), *args], capture_output=True, text=True, timeout=60,
                             env=sanitizer_env())
     assert_sanitizers_quiet(result.stderr)
     return result

@@ -105,7 +105,7 @@ def test_a_login_is_answered_with_redirect_then_success(start_daemon, start_bala
         assert raw.request(Command.PING) == Status.SUCCESS
         early = raw.send_json(Command.JSON_MESSAGE, {"targetId": "x", "payload": {}})
         assert raw.answer_to(early) == Status.NOT_AUTHENTICATED
-        login = raw.send_json(Command.LOGIN, {"token": fleet, "device_id": "dev-1"})
+        login = raw.send_json(Command.LOGIN, {"token": fleet, "device_id": "dev-1", "proto": 2})
         first = raw.expect(lambda f: True)
         second = raw.expect(lambda f: True)
         assert first.command == Command.REDIRECT
@@ -119,6 +119,37 @@ def test_a_login_is_answered_with_redirect_then_success(start_daemon, start_bala
     device = token("dev-7")
     with Raw(balancer.ports["balancer"]) as raw:
         assert raw.login_json(device, "dev-8") == Status.NOT_ALLOWED
+
+
+def test_a_device_that_cannot_follow_a_redirect_is_relayed_to_a_node(
+        start_daemon, start_balancer, token) -> None:
+    """
+    The original sketch logs in with the raw token, reads one frame as its
+    login answer and never reconnects: through the balancer it must reach a
+    node on the same connection.
+    """
+    node = start_daemon()
+    balancer = start_balancer([node.port])
+    device = token("esp32-1")
+    app = Client("127.0.0.1", node.port, token("app", "--role", "fleet"), "app").connect()
+    with app, Raw(balancer.ports["balancer"]) as raw:
+        login = raw.send(Command.LOGIN, device.encode())
+        first = raw.expect(lambda f: True)
+        assert (first.command, first.msg_id, first.payload) == (
+            Command.RESPONSE, login, bytes((Status.SUCCESS,)))
+        node.wait_for_log("logged in as esp32-1")
+        # Both ways, through the one connection the device holds.
+        assert app.send("esp32-1", {"relay": 1}) == Status.SUCCESS
+        assert raw.message() == {"from": "app", "payload": {"relay": 1}}
+        sent = raw.send_json(Command.JSON_MESSAGE, {"targetId": "app", "payload": {"t": 21}})
+        assert raw.answer_to(sent) == Status.SUCCESS
+        message = app.receive(10)
+        assert (message.sender, message.payload) == ("esp32-1", {"t": 21})
+        # An offline target: the node answers as to any original device, with no status byte.
+        lost = raw.send_json(Command.JSON_MESSAGE, {"targetId": "nobody", "payload": {}})
+        assert raw.expect(lambda f: f.msg_id == lost).payload == b""
+    balancer.wait_for_log("relayed to 127.0.0.1:")
+    node.wait_for_log("(esp32-1) disconnected")
 
 
 def test_least_connections_spreads_20_clients_over_both_nodes(start_daemon, start_balancer,

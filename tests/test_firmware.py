@@ -18,16 +18,21 @@ or on sockets, never sleeps.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import socket
 import time
+from typing import Optional
 
 import pytest
 
 from hypertcp.protocol import frames as wire
 from hypertcp.client import Client
+from hypertcp.protocol import challenge
 from hypertcp.protocol.commands import Command, Status
 
 from tests.firmware import RX_BUFFER, run_program, sanitizer_env
@@ -59,10 +64,12 @@ class Link:
                 self.pending.append(event)
         return self.pending.pop(0)
 
-    def login(self, token: str) -> None:
-        """Expect the sketch's LOGIN (raw token, msg_id 1) and accept it."""
+    def login(self, token: str, device_id: Optional[str] = None) -> None:
+        """Expect the library's LOGIN (JSON, protocol level 2, msg_id 1) and accept it."""
         f = self.frame()
-        assert (f.command, f.msg_id, f.payload) == (Command.LOGIN, 1, token.encode())
+        assert (f.command, f.msg_id) == (Command.LOGIN, 1)
+        expected = {"token": token, "proto": 2, **({"device_id": device_id} if device_id else {})}
+        assert json.loads(f.payload) == expected
         self.send(wire.response(f.msg_id, Status.SUCCESS, login=True))
 
     def send(self, data: bytes) -> None:
@@ -130,6 +137,18 @@ def padded_delivery(msg_id: int, size: int) -> bytes:
     return wire.encode(Command.JSON_MESSAGE, msg_id, body)
 
 
+def challenge_proof(token: str, nonce: str, device_id: str = "") -> tuple[str, str]:
+    """
+    The reference for the challenge login's second LOGIN: the key id and the
+    proof the device must send for C{nonce} (docs/protocol.rst).
+    """
+    key_id = hashlib.sha256(token.encode()).hexdigest()[:16]
+    client_key = hmac.new(token.encode(), b"HyperTCP client key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    signature = hmac.new(stored_key, f"{nonce}:{device_id}".encode(), hashlib.sha256).digest()
+    return key_id, bytes(a ^ b for a, b in zip(client_key, signature)).hex()
+
+
 def printed(line: str) -> tuple[str, str, dict]:
     """Split a device 'message FROM JSON' line."""
     kind, sender, text = line.split(" ", 2)
@@ -156,7 +175,8 @@ def test_memory_is_the_buffers_plus_a_small_fixed_part(build):
     assert result.returncode == 0
     sizes = dict(line.split() for line in result.stdout.splitlines())
     sizes = {k: int(v) for k, v in sizes.items()}
-    buffers = sizes["rx_buffer"] + sizes["tx_buffer"] + sizes["token"] + sizes["hosts"]
+    buffers = (sizes["rx_buffer"] + sizes["tx_buffer"] + sizes["token"] + sizes["device_id"]
+               + sizes["hosts"])
     assert sizes["rx_buffer"] == RX_BUFFER + 1
     # Everything else the object holds (state, timers, the transport
     # reference, the vtable pointer) fits in 128 bytes.
@@ -312,6 +332,62 @@ def test_msg_id_wraps_from_65535_to_1_and_is_never_0(device, scripted):
     assert ids == list(range(2, 65536)) + [1, 2]
 
 
+@pytest.mark.parametrize("device_id", [None, "esp32-kitchen"])
+def test_challenge_login_sends_the_proof_not_the_token(device, scripted, device_id):
+    token = "s3cret-token"
+    options = ("--challenge",) + (("--device-id", device_id) if device_id else ())
+    d = device(token, scripted.port, *options)
+    link = scripted.accept()
+    ask = link.frame()
+    assert (ask.command, ask.msg_id) == (Command.LOGIN, 1)
+    assert json.loads(ask.payload) == {"proto": 2, "challenge": True}
+    nonce = secrets.token_hex(32)
+    link.send(wire.encode(Command.LOGIN, ask.msg_id, json.dumps({"nonce": nonce}).encode()))
+    answer = link.frame()
+    key_id, proof = challenge_proof(token, nonce, device_id or "")
+    assert answer.command == Command.LOGIN and answer.msg_id != 0
+    assert json.loads(answer.payload) == {"proto": 2, "key": key_id, "proof": proof,
+                                          **({"device_id": device_id} if device_id else {})}
+    assert token.encode() not in ask.payload + answer.payload
+    link.send(wire.response(answer.msg_id, Status.SUCCESS, login=True))
+    d.expect("connected")
+
+
+@pytest.mark.parametrize("device_id", [None, "esp32-kitchen", "caf\u00e9"])
+def test_the_reference_proof_is_the_one_the_server_checks(device_id):
+    # The server's side of the construction (hypertcp.protocol.challenge)
+    # accepts what the reference above, and so the device, computes.
+    token, nonce = "s3cret-token", challenge.new_nonce()
+    key_id, proof = challenge_proof(token, nonce, device_id or "")
+    assert key_id == challenge.key_id(token)
+    assert challenge.verify(challenge.stored_key(token), nonce, device_id, proof)
+
+
+def test_a_refused_proof_is_a_failed_login(device, scripted):
+    d = device("s3cret-token", scripted.port, "--challenge", "--backoff", "50:100")
+    link = scripted.accept()
+    ask = link.frame()
+    link.send(wire.encode(Command.LOGIN, ask.msg_id, json.dumps({"nonce": "0" * 64}).encode()))
+    answer = link.frame()
+    link.send(wire.response(answer.msg_id, Status.INVALID_TOKEN, login=True))
+    d.expect(r"login-failed 9 \d+")
+    assert link.closed_by_peer()
+    assert "connected" not in d.history
+
+
+def test_a_qos_1_message_asks_to_be_stored_and_hears_stored(device, scripted):
+    d = device("secret", scripted.port)
+    link = scripted.accept()
+    link.login("secret")
+    d.expect("connected")
+    msg_id = d.send("sendq", "lamp", '{"switch":"on"}')
+    f = link.frame()
+    assert (f.command, f.msg_id) == (Command.JSON_MESSAGE, msg_id)
+    assert json.loads(f.payload) == {"targetId": "lamp", "payload": {"switch": "on"}, "qos": 1}
+    link.send(wire.response(msg_id, Status.STORED))
+    d.expect(f"response {msg_id} 202")
+
+
 # -- against the real server --------------------------------------------------
 
 @pytest.fixture
@@ -443,3 +519,32 @@ def test_invalid_token_waits_the_longest_delay_before_trying_again(server, devic
     # 25..50 ms; a refused token waits the full maximum.
     assert second - first >= 995  # (less a few ms between setting the timer and printing)
     assert "connected" not in d.history
+
+
+def test_a_fleet_token_logs_in_as_the_device_id_the_sketch_names(server, token, device):
+    d = device(token("fleet", "--role", "fleet"), server.port, "--device-id", "esp32-kitchen")
+    d.expect("connected")
+    with Client("127.0.0.1", server.port, token=token("app")) as app:
+        assert app.send("esp32-kitchen", {"switch": "on"}, ack=True) == Status.SUCCESS
+        assert printed(d.expect(r"message app .*").group(0)) == ("message", "app", {"switch": "on"})
+
+
+def test_the_library_learns_every_status_the_server_answers(start_daemon, token, device):
+    # It logs in announcing protocol level 2, so the server sends it every
+    # status byte (a raw-token login, as the original sketch's, gets empty
+    # RESPONSEs after its login answer).
+    server = start_daemon("--idle-timeout", "60", "--max-payload", "200", "--rate-limit", "10")
+    d = device(token("esp32-1", "--reach", "app", "--reach", "nobody-here"), server.port)
+    d.expect("connected")
+    with Client("127.0.0.1", server.port, token=token("app")):
+        for target, body, status in [
+                ("nobody-here", '{"x":1}', Status.DEVICE_NOT_IN_NETWORK),
+                ("elsewhere", '{"x":1}', Status.NOT_ALLOWED),
+                ("app", '{"x":', Status.ILLEGAL_COMMAND_BODY),                      # not JSON
+                ("app", json.dumps({"pad": "x" * 300}), Status.ILLEGAL_COMMAND_BODY)]:  # oversize
+            msg_id = d.send("send", target, body)
+            d.expect(f"response {msg_id} {int(status)}")
+        d.command('flood 40 app {"n":1}')
+        d.expect("flooded 40")
+        d.expect(rf"response \d+ {int(Status.QUOTA_LIMIT)}")
+    assert "disconnected" not in d.history

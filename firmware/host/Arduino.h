@@ -39,6 +39,16 @@ uint16_t analogRead(uint8_t pin);
 
 #define F(text) (text)
 
+// ---- IPAddress: IPv4 only, as sketches for the original header pass it.
+class IPAddress {
+ public:
+  IPAddress(uint8_t a, uint8_t b, uint8_t c, uint8_t d) : _octets{a, b, c, d} {}
+  uint8_t operator[](int index) const { return _octets[index]; }
+
+ private:
+  uint8_t _octets[4];
+};
+
 // ---- Serial: the subset sketches use, printing to stdout.  Every println()
 // flushes, so a test reading the program's output sees whole lines at once.
 class HostSerial {

@@ -1,19 +1,21 @@
 // device: a HyperTCP device on the host, written as a sketch (setup/loop,
 // global client, transport and protocol objects), for the firmware tests.
 //
-//   device --token T --host H --port P [--heartbeat MS] [--timeout MS]
-//          [--backoff MIN:MAX] [--trace-frames] [--trace-reads]
+//   device --token T --host H --port P [--device-id ID] [--challenge]
+//          [--heartbeat MS] [--timeout MS] [--backoff MIN:MAX]
+//          [--trace-frames] [--trace-reads]
 //
 // It prints one line per event on stdout and takes one command per line on
 // stdin:
 //
 //   events                          commands
 //   connect 1|0                     send TARGET JSON
-//   connected                       server JSON
-//   disconnected                    broadcast JSON
-//   login-failed STATUS MILLIS      flood COUNT TARGET JSON
-//   message FROM JSON               disconnect
-//   broadcast FROM JSON             quit   (also on end of input)
+//   connected                       sendq TARGET JSON   (qos 1)
+//   disconnected                    server JSON
+//   login-failed STATUS MILLIS      broadcast JSON
+//   message FROM JSON               flood COUNT TARGET JSON
+//   broadcast FROM JSON             disconnect
+//                                   quit   (also on end of input)
 //   response ID STATUS
 //   oversize TYPE ID LENGTH
 //   redirect HOST PORT TLS
@@ -24,9 +26,8 @@
 
 #include <Arduino.h>
 #include <HyperTCPProtocol.h>
-#include <poll.h>
-#include <unistd.h>
 
+#include "Console.h"
 #include "PosixClient.h"
 
 class Device : public HyperTCPProtocol<HyperTCPTransport<PosixClient>> {
@@ -69,13 +70,11 @@ Device device(transport);
 
 namespace {
 
-char line[8192];
-size_t lineLen = 0;
-
 void usage() {
   fprintf(stderr,
-          "usage: device --token T --host H --port P [--heartbeat MS] [--timeout MS]\n"
-          "              [--backoff MIN:MAX] [--trace-frames] [--trace-reads]\n");
+          "usage: device --token T --host H --port P [--device-id ID] [--challenge]\n"
+          "              [--heartbeat MS] [--timeout MS] [--backoff MIN:MAX]\n"
+          "              [--trace-frames] [--trace-reads]\n");
   exit(2);
 }
 
@@ -95,31 +94,26 @@ void report(uint16_t msgId) {
   }
 }
 
-// Splits "WORD rest" at the first space; returns rest, or nullptr.
-char* split(char* text) {
-  char* space = strchr(text, ' ');
-  if (space == nullptr) return nullptr;
-  *space = '\0';
-  return space + 1;
-}
-
 void command(char* text) {
-  char* rest = split(text);
+  char* rest = console::split(text);
   if (strcmp(text, "quit") == 0) {
     quit();
   } else if (strcmp(text, "disconnect") == 0) {
     device.disconnect();
     Serial.println("stopped");
   } else if (strcmp(text, "send") == 0 && rest != nullptr) {
-    char* json = split(rest);
+    char* json = console::split(rest);
     report(json != nullptr ? device.sendMessage(rest, json) : 0);
+  } else if (strcmp(text, "sendq") == 0 && rest != nullptr) {
+    char* json = console::split(rest);
+    report(json != nullptr ? device.sendMessage(rest, json, HYPER_TCP_QOS_1) : 0);
   } else if (strcmp(text, "server") == 0 && rest != nullptr) {
     report(device.sendToServer(rest));
   } else if (strcmp(text, "broadcast") == 0 && rest != nullptr) {
     report(device.broadcastMessage(rest));
   } else if (strcmp(text, "flood") == 0 && rest != nullptr) {
-    char* target = split(rest);
-    char* json = target != nullptr ? split(target) : nullptr;
+    char* target = console::split(rest);
+    char* json = target != nullptr ? console::split(target) : nullptr;
     long count = strtol(rest, nullptr, 10);
     long sent = 0;
     for (long k = 0; json != nullptr && k < count; k++) {
@@ -128,30 +122,6 @@ void command(char* text) {
     Serial.printf("flooded %ld\n", sent);
   } else {
     Serial.printf("unknown-command %s\n", text);
-  }
-}
-
-// Waits up to 1 ms for input (this is also the loop's pacing), then runs
-// every complete line.
-void readCommands() {
-  struct pollfd p = {STDIN_FILENO, POLLIN, 0};
-  if (poll(&p, 1, 1) != 1) return;
-  ssize_t n = ::read(STDIN_FILENO, line + lineLen, sizeof line - 1 - lineLen);
-  if (n <= 0) quit();  // end of input: the test is done with us
-  lineLen += static_cast<size_t>(n);
-  line[lineLen] = '\0';
-  char* start = line;
-  char* newline;
-  while ((newline = strchr(start, '\n')) != nullptr) {
-    *newline = '\0';
-    command(start);
-    start = newline + 1;
-  }
-  lineLen = strlen(start);
-  memmove(line, start, lineLen + 1);
-  if (lineLen == sizeof line - 1) {
-    Serial.println("line-too-long");
-    lineLen = 0;
   }
 }
 
@@ -170,6 +140,10 @@ void setup() {
       device.traceFrames = true;
       continue;
     }
+    if (strcmp(arg, "--challenge") == 0) {
+      device.useChallengeLogin();
+      continue;
+    }
     if (strcmp(arg, "--trace-reads") == 0) {
       client.setReadObserver(printRead);
       continue;
@@ -182,6 +156,8 @@ void setup() {
       host = value;
     } else if (strcmp(arg, "--port") == 0) {
       port = strtol(value, nullptr, 10);
+    } else if (strcmp(arg, "--device-id") == 0) {
+      if (!device.setDeviceId(value)) usage();
     } else if (strcmp(arg, "--heartbeat") == 0) {
       heartbeatMs = strtoul(value, nullptr, 10);
     } else if (strcmp(arg, "--timeout") == 0) {
@@ -203,5 +179,5 @@ void setup() {
 
 void loop() {
   device.run();
-  readCommands();
+  console::poll(command, quit);
 }

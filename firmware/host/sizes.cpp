@@ -16,6 +16,7 @@ void setup() {
   printf("rx_buffer %zu\n", Protocol::rxBufferSize() + 1);
   printf("tx_buffer %zu\n", Protocol::txBufferSize());
   printf("token %d\n", HYPERTCP_MAX_TOKEN_LEN + 1);
+  printf("device_id %d\n", HYPERTCP_MAX_DEVICE_ID_LEN + 1);
   printf("hosts %d\n", 2 * (HYPERTCP_MAX_HOST_LEN + 1));
   printf("pointer %zu\n", sizeof(void*));
   exit(0);

@@ -103,6 +103,14 @@ class Decoder:
         """Bytes held waiting for the rest of a frame."""
         return len(self._buf)
 
+    def take_buffered(self) -> bytes:
+        """
+        The bytes held waiting for the rest of a frame, handed over: for a
+        receiver that stops decoding and passes the stream on as it is.
+        """
+        held, self._buf = self._buf, b""
+        return held
+
     def feed(self, data: bytes) -> list[Event]:
         if self._skip:
             if len(data) <= self._skip:

@@ -20,7 +20,9 @@ from zope.interface import implementer
 
 from hypertcp.framing import FrameReceiver
 from hypertcp.protocol import server as rules
-from hypertcp.protocol.bodies import BadBody, parse_login, parse_send, redirect_body
+from hypertcp.protocol.bodies import (
+    PROTOCOL_LEVEL, BadBody, parse_login, parse_send, redirect_body,
+)
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.frames import HEADER, Frame, Oversize, response
 from hypertcp.protocol.jsoncodec import JSONEncodeError
@@ -168,7 +170,11 @@ class Session(FrameReceiver):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def respond(self, msg_id: int, status: int = Status.SUCCESS) -> None:
-        self.write(response(msg_id, status))
+        """Answer a frame: after login, as the peer's protocol level can read it."""
+        if self.device_id is None:
+            self.write(response(msg_id, status))
+        else:
+            self.write(rules.answer(msg_id, status, self.proto))
 
     def deliver(self, command: int, body: bytes) -> int:
         """Send a server-originated frame; return its msg_id."""
@@ -269,6 +275,10 @@ class Session(FrameReceiver):
         self.factory.count(Status(status).name.lower())
         # One line per peer per window, so a peer sending nothing but bad
         # frames cannot turn the log into its flood.
+        self._log_refusal(why, status)
+        self.respond(frame.msg_id, status)
+
+    def _log_refusal(self, why: str, status: int) -> None:
         unlogged = self._refusals.admit(self.last_seen)
         if unlogged is not None:
             self.log.warn("{peer} ({device}): {why}: {status}{more}", peer=self.peer,
@@ -276,7 +286,6 @@ class Session(FrameReceiver):
                           status=Status(status).name,
                           more=f" ({unlogged} more refusals unlogged since the last)"
                           if unlogged else "")
-        self.respond(frame.msg_id, status)
 
     # -- the frames the rules serve --
 
@@ -345,6 +354,9 @@ class Session(FrameReceiver):
     def _answer(self, status: int, msg_id: int) -> None:
         if status != SUCCESS:
             self.factory.count(Status(status).name.lower())
+            if self.proto < PROTOCOL_LEVEL:
+                # It will read an empty RESPONSE: the log is where the status goes.
+                self._log_refusal(f"message {msg_id} answered", status)
         self.respond(msg_id, status)
 
     # -- timers --

@@ -5,7 +5,10 @@ A node as the balancer sees it: one logged-in observer connection there
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
@@ -34,6 +37,8 @@ class Backend(HyperTCPClientFactory):
     #: The node says it is draining (someone drained it directly).
     node_draining = False
     sessions = 0
+    #: Connects a protocol to this node (set by the balancer): the relay's way in.
+    link: Callable[[Protocol], Deferred]
 
     def __init__(self, host: str, port: int, token: str, tls: bool,
                  timeout: float, heartbeat: float, clock: Any) -> None:

@@ -10,6 +10,7 @@ from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from hypertcp.app.balancer import relay
 from hypertcp.app.balancer.backends import Backend
 from hypertcp.app.balancer.interfaces import INode
 from hypertcp.app.balancer.picking import Ring, least_loaded
@@ -73,6 +74,7 @@ class Balancer(MultiService):
             if config.backend_tls:
                 from hypertcp.app.tls import client_options
                 tls = client_options(host, config.ca or None)
+            backend.link = relay.connect(reactor, host, port, tls)
             clientService(backend, host, port, tls=tls, reactor=reactor,
                           initialDelay=config.health_interval,
                           maxDelay=config.health_interval).setServiceParent(self)
