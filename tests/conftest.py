@@ -6,6 +6,7 @@ import pytest
 
 from tests.daemon import Daemon, add_token
 from tests.firmware import build, device  # noqa: F401 (fixtures: the ESP32 host build)
+from tests.redis_server import redis  # noqa: F401 (fixture: a real redis-server)
 
 
 @pytest.fixture

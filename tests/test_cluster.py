@@ -18,7 +18,7 @@ from hypertcp.client import Client, HyperTCPError
 from hypertcp.protocol.commands import Command, Status
 from tests.daemon import hypertcp
 from tests.raw import Raw
-from tests.redis_server import RedisServer, redis  # noqa: F401 (fixture)
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,6 @@ import time
 import pytest
 
 from hypertcp.client import Client
-from hypertcp.protocol.commands import Status
-from tests.redis_server import redis  # noqa: F401 (fixture)
 from tests.ssh import Console, keygen, known_hosts
 from tests.test_balancer import LOOPBACK, through
 

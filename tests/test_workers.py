@@ -16,7 +16,7 @@ from hypertcp.client import Client
 from hypertcp.cluster.node import FORGET
 from hypertcp.protocol.commands import Status
 from tests.daemon import Daemon
-from tests.redis_server import free_port, redis  # noqa: F401 (fixture)
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -26,5 +26,5 @@ class Keys:
         return f"{self.prefix}inbox:{node_id}"
 
     def devices(self, node_id: str) -> str:
-        """HASH of a node's connections: "device id NUL client id" -> JSON (role, since)."""
+        """HASH of a node's connections: "device id NUL client id" -> its owner."""
         return f"{self.prefix}devices:{node_id}"

@@ -129,14 +129,21 @@ class ClusterNode:
     def bus_up(self) -> None:
         """Redis is reachable (again): say who is here, and learn who is elsewhere."""
         self.up = True
-        mine = self.keys.devices(self.id)
+        self._write_mine()
+        self._heartbeat(resync=True)
+        self._sync_tokens()
+
+    def _write_mine(self) -> None:
+        """Write this node's whole list of connections, replacing what Redis held."""
         fields: list[Any] = []
         for peer in list(self.hub.sessions):
             fields += [self._field(peer), b"1"]
-        self.bus.call("DEL", mine).addCallback(
-            lambda _: fields and self.bus.call("HSET", mine, *fields)).addErrback(self._failed)
-        self._heartbeat(resync=True)
-        self._sync_tokens()
+        mine, call = self.keys.devices(self.id), self.bus.call
+        # One transaction: a node reading the list meanwhile sees the old or the new, whole.
+        for command in (("MULTI",), ("DEL", mine), ("HSET", mine, *fields) if fields else None,
+                        ("EXEC",)):
+            if command is not None:
+                call(*command).addErrback(self._failed)
 
     def bus_down(self) -> None:
         self.up = False
@@ -171,9 +178,11 @@ class ClusterNode:
             return
         self._beats += 1
         if self._beats % RESYNC_BEATS == 0:
-            # Pub/sub loses what is sent while a subscriber reconnects: now
-            # and then, take the whole picture again.
+            # Pub/sub loses what is sent while a subscriber reconnects, and a
+            # write can be lost to a Redis failover: now and then, write and
+            # take the whole picture again.
             resync = True
+            self._write_mine()
             self._sync_tokens()
         bus = self.bus
         self._register()
@@ -188,8 +197,22 @@ class ClusterNode:
             return None
         return self.bus.call("MGET", *[self.keys.node(n) for n in others]).addCallback(
             lambda values: self._seen(
-                {n: loads(v) for n, v in zip(others, values) if v is not None}, resync,
+                {n: r for n, r in zip(others, map(self._parse_registration, values))
+                 if r is not None}, resync,
                 dead=[n for n, v in zip(others, values) if v is None]))
+
+    def _parse_registration(self, raw: Optional[bytes]) -> Optional[dict]:
+        if raw is None:
+            return None
+        try:
+            registration = loads(raw)
+        except ValueError:
+            registration = None
+        if not isinstance(registration, dict):
+            self.log.error("cluster: a registration that is not ours in Redis: {raw!r}",
+                           raw=raw[:100])
+            return None
+        return registration
 
     def _seen(self, alive: dict[str, dict], resync: bool, dead: Optional[list[str]] = None) -> None:
         for node in dead or ():
@@ -405,7 +428,14 @@ class ClusterNode:
                 if hub.observers:
                     hub.to_observers(item.body)
             elif kind == env.COMMAND:
-                self._command(item.target, loads(item.body))
+                try:
+                    op = loads(item.body)
+                except ValueError:
+                    op = None
+                if isinstance(op, dict):
+                    self._command(item.target, op)
+                else:
+                    self.log.error("cluster: a malformed command from {origin}", origin=origin)
             elif kind == env.GONE:
                 self._node_gone(origin, "it left")
             elif kind == env.TOKENS:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from hypertcp.app.balancer.interfaces import INode

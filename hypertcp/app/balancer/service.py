@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -87,12 +86,11 @@ class Balancer(MultiService):
         [balancer] ca, when its registration says its port speaks it.
         """
         def connect(host: str, port: int, tls: bool) -> Callable[[Any], Deferred]:
-            endpoint: Any = endpoints.HostnameEndpoint(reactor, host, port)
+            options: Any = False
             if tls:
                 from hypertcp.app.tls import client_options
-                endpoint = endpoints.wrapClientTLS(client_options(host, self.config.ca or None),
-                                                   endpoint)
-            return lambda protocol: endpoints.connectProtocol(endpoint, protocol)
+                options = client_options(host, self.config.ca or None)
+            return relay.connect(reactor, host, port, options)
         return connect
 
     def _ask_all(self) -> None:
