@@ -202,6 +202,30 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "ca": Option(_text, "", "PEM CA file Redis's certificate is checked against (rediss://); "
                                 "empty: the system's"),
     },
+    "store": {
+        "enabled": Option(_bool, "yes",
+                          'keep messages sent with "qos": 1 for devices that are offline'),
+        "path": Option(_text, "hypertcp-messages.db",
+                       "the SQLite file of a single node's stored messages (a cluster keeps "
+                       "them in its Redis)"),
+        "synchronous": Option(_choice("full", "normal"), "full",
+                              "full: fsync each commit, a power cut loses nothing answered "
+                              "STORED; normal: fsync at checkpoints only"),
+        "max_queued": Option(_int(1), "1000", "messages stored for one device at most"),
+        "max_queued_bytes": Option(_int(1), "1048576",
+                                   "bytes (sender id and payload) stored for one device at most"),
+        "max_total_bytes": Option(_int(1), "268435456",
+                                  "bytes stored for all devices together at most"),
+        "default_ttl": Option(_float(1), "86400",
+                              'seconds a message is kept when it names no "ttl"'),
+        "max_ttl": Option(_float(1), "604800",
+                          'the longest "ttl" accepted, in seconds; longer is refused with 11'),
+        "sweep_interval": Option(_float(0.1), "60",
+                                 "seconds between deletions of expired messages"),
+        "window": Option(_int(1, 64), "8",
+                         "stored messages delivered to a device and not yet acknowledged, "
+                         "at most"),
+    },
 }
 
 
@@ -258,6 +282,20 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    enabled: bool
+    path: str
+    synchronous: str
+    max_queued: int
+    max_queued_bytes: int
+    max_total_bytes: int
+    default_ttl: float
+    max_ttl: float
+    sweep_interval: float
+    window: int
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one typed dataclass per section."""
 
@@ -267,6 +305,7 @@ class Config:
     manhole: ManholeConfig
     balancer: BalancerConfig
     cluster: ClusterConfig
+    store: StoreConfig
 
 
 #: The dataclass each section is read into.
@@ -341,6 +380,8 @@ def _check(config: Config) -> None:
     tls, balancer, cluster = config.tls, config.balancer, config.cluster
     if config.server.reuse_port:
         check_reuse_port(config)
+    if config.store.default_ttl > config.store.max_ttl:
+        raise ConfigError("[store] default_ttl must not be more than [store] max_ttl")
     if cluster.redis and cluster.ttl <= 2 * cluster.refresh:
         raise ConfigError("[cluster] ttl must be more than twice [cluster] refresh, or a "
                           "node that is alive can look dead")

@@ -63,6 +63,10 @@ def build(config: Config, reactor: Any) -> MultiService:
     """The whole tree for C{config}; L{ConfigError} for files that make no service."""
     top = MultiService()
     factory = node(config, reactor)
+    if config.store.enabled and not config.cluster.redis:
+        from hypertcp.app.store import embedded
+        # Before the listeners: open before the first device, closed after the last.
+        embedded(config.store, factory, reactor).setServiceParent(top)
     reuse_port = config.server.reuse_port
     plain = [Listener("tcp", description, factory, reactor, reuse_port)
              for description in config.server.listen]
@@ -81,6 +85,9 @@ def build(config: Config, reactor: Any) -> MultiService:
         from hypertcp.app.cluster import makeService as cluster_service
         cluster = cluster_service(config.cluster, factory, plain, reactor)
         cluster.setServiceParent(top)
+        if config.store.enabled:
+            from hypertcp.app.store import clustered
+            clustered(config.store, factory, cluster, reactor).setServiceParent(top)
     balancer = None
     if config.balancer.listen:
         from hypertcp.app.balancer.service import makeService as balancer_service

@@ -16,6 +16,13 @@ class Keys:
         self.tokens = f"{prefix}tokens"
         #: HASH of live token names to digests: a name is taken once.
         self.token_names = f"{prefix}token-names"
+        #: ZSET of the devices with stored messages, each scored by its
+        #: earliest expiry (ms): where the sweep looks.
+        self.queues = f"{prefix}queues"
+        #: Held (SET NX PX) by the node sweeping expired messages, so one sweeps at a time.
+        self.queue_sweep = f"{prefix}queue-sweep"
+        #: The bytes of every stored message, against [store] max_total_bytes.
+        self.queue_total = f"{prefix}queue-total"
 
     def node(self, node_id: str) -> str:
         """A node's registration (JSON), kept alive by its refreshing the TTL."""
@@ -28,3 +35,15 @@ class Keys:
     def devices(self, node_id: str) -> str:
         """HASH of a node's connections: "device id NUL client id" -> its owner."""
         return f"{self.prefix}devices:{node_id}"
+
+    def queue(self, device_id: str) -> str:
+        """STREAM of the messages stored for a device, in the order accepted."""
+        return f"{self.prefix}queue:{device_id}"
+
+    def queue_bytes(self, device_id: str) -> str:
+        """The bytes a device's stored messages count against [store] max_queued_bytes."""
+        return f"{self.prefix}queue-bytes:{device_id}"
+
+    def queue_expiry(self, device_id: str) -> str:
+        """ZSET of a device's stored messages' stream ids, scored by when each expires (ms)."""
+        return f"{self.prefix}queue-exp:{device_id}"

@@ -65,6 +65,8 @@ class Hub:
 
     #: The other nodes of a cluster; None on a single node.
     remote: Optional[IRemote] = None
+    #: Store and forward (L{hypertcp.server.offline.Offline}); None when there is no store.
+    offline: Any = None
 
     def __init__(self, clock: Any, ack_timeout: float = 10.0) -> None:
         self.clock = clock
@@ -94,6 +96,8 @@ class Hub:
                 others.extend(self.remote.peers())
             # After the login's own answer, outside the read that carried it.
             self.clock.callLater(0, self._snapshot, peer, iter(others))
+        if self.offline is not None:
+            self.offline.attached(peer)
 
     def _snapshot(self, observer: IPeer, others: Iterator[IPeer]) -> None:
         """
@@ -125,6 +129,8 @@ class Hub:
             if not live:
                 del self.devices[peer.device_id]
         self._presence("deviceDisconnected", peer)
+        if self.offline is not None:
+            self.offline.detached(peer)
 
     def _event(self, event: str, peer: IPeer, **extra: Any) -> bytes:
         return event_body(event, peer.device_id, peer.peer, int(time.time() * 1000), **extra)
@@ -314,4 +320,6 @@ class Hub:
                    "draining": self.draining is not None}
         if self.remote is not None:
             figures["cluster"] = self.remote.stats()
+        if self.offline is not None:
+            figures["store"] = self.offline.stats()
         return figures

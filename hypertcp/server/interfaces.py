@@ -16,6 +16,8 @@ class IPeer(Interface):
     token = Attribute("The L{hypertcp.server.tokens.TokenRecord} it logged in with.")
     peer = Attribute("Its address, HOST:PORT, for logs and presence events.")
     paused = Attribute("True while the peer has stopped reading what it is sent.")
+    proto = Attribute("The protocol level it announced at login: below 2, no additions "
+                      "to the contract are sent to it.")
 
     def deliver(command: int, body: bytes) -> int:
         """Send a server-originated frame; return its msg_id."""

@@ -1,0 +1,59 @@
+"""What a message store keeps for each message, and for each device's queue."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+from hypertcp.protocol.jsoncodec import dumps
+
+
+class Stored(NamedTuple):
+    """
+    One stored message.  C{key} is the store's own id for it and orders a
+    device's queue (SQLite's row number, a Redis stream entry id); the times
+    are milliseconds since the epoch.
+    """
+
+    key: Any
+    sender: str
+    payload: bytes  # the payload object, JSON-encoded
+    queued_at: int
+    expires_at: int
+
+    @property
+    def size(self) -> int:
+        """What it counts against C{max_queued_bytes}: sender and payload."""
+        return len(self.payload) + len(self.sender.encode("utf-8"))
+
+    def body(self, queued_at: bool = True) -> bytes:
+        """
+        The JSON_MESSAGE body it is delivered as: C{{"from", "payload",
+        "queued_at"}}, or without C{queued_at} for a receiver that did not
+        ask for additions to the contract.
+        """
+        head = b'{"from":' + dumps(self.sender) + b',"payload":' + self.payload
+        if queued_at:
+            return head + b',"queued_at":' + str(self.queued_at).encode() + b"}"
+        return head + b"}"
+
+
+class Bounds(NamedTuple):
+    """How much a store keeps: messages and bytes per device, and bytes in all."""
+
+    max_count: int
+    max_bytes: int
+    max_total_bytes: int
+
+
+class Queue(NamedTuple):
+    """One device's queue, as operators list them."""
+
+    device: str
+    count: int
+    bytes: int
+    oldest: Optional[int]  # queued_at of its first message, ms; None if it has none
+
+
+def size(sender: str, payload: bytes) -> int:
+    """What a message counts against C{max_queued_bytes}."""
+    return len(payload) + len(sender.encode("utf-8"))
