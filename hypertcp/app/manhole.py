@@ -38,6 +38,7 @@ from hypertcp.app.listeners import Listener
 from hypertcp.protocol.commands import status_name
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.tokens import TokenStore
+from hypertcp.store.records import message_rows, queue_rows
 
 log = Logger()
 LOOPBACK = ("interface=127.", "interface=localhost", "interface=\\:\\:1", "interface=::1")
@@ -150,6 +151,13 @@ def _table(rows: list[tuple]) -> str:
                      for row in rows)
 
 
+class _Shown(str):
+    """Text the manhole prints as it is when a Deferred fires with it (it prints the repr)."""
+
+    def __repr__(self) -> str:
+        return "\n" + self
+
+
 class Rates:
     """Messages per second, from totals sampled once a second."""
 
@@ -233,6 +241,26 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
         "sessions": sessions, "kick": kick, "send": send, "broadcast": broadcast,
         "redirect": redirect, "drain": drain, "add_token": add_token,
         "revoke_token": revoke_token, "counters": counters}
+
+    offline = hub.offline
+    if offline is not None:
+        store = offline.store
+
+        def queue_list() -> Deferred:
+            """Each device with stored messages: how many, their bytes, the oldest."""
+            return store.queues().addCallback(
+                lambda found: _Shown(_table(queue_rows(found)) + f"\n{len(found)} devices"))
+
+        def queue_show(device_id: str, limit: int = 20) -> Deferred:
+            """The first messages stored for device_id, oldest first."""
+            return store.messages(device_id, limit).addCallback(
+                lambda found: _Shown(_table(message_rows(found, int(clock.seconds() * 1000)))))
+
+        def queue_purge(device_id: str) -> Deferred:
+            """Delete every message stored for device_id; how many went."""
+            return store.purge(device_id)
+
+        helpers_.update(queue_list=queue_list, queue_show=queue_show, queue_purge=queue_purge)
 
     if balancer is not None:
         def backends() -> None:

@@ -10,12 +10,13 @@ from hypertcp.bench.command import add_parser as add_bench_parser
 from hypertcp.cli.certs import add_parser as add_certs_parser
 from hypertcp.cli.common import CommandError, UsageError
 from hypertcp.cli.messaging import add_messaging_parsers
+from hypertcp.cli.queue import add_queue_parser
 from hypertcp.cli.tokens import add_token_parser
 from hypertcp.client.errors import HyperTCPError
 
 #: Every subcommand's add_parser, in the order C{--help} lists them.
 COMMANDS: list[Callable[[Any], None]] = [add_messaging_parsers, add_token_parser,
-                                         add_bench_parser, add_certs_parser]
+                                         add_queue_parser, add_bench_parser, add_certs_parser]
 
 
 def _describe(error: OSError, args: argparse.Namespace) -> str:

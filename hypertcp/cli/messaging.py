@@ -8,15 +8,18 @@ import json
 import time
 from typing import Any
 
-from hypertcp.cli.common import CommandError, connect, connection_options, json_object
+from hypertcp.cli.common import (
+    CommandError, UsageError, connect, connection_options, json_object,
+)
 from hypertcp.client.errors import HyperTCPError
 from hypertcp.protocol.commands import Command, Status, status_name
 
 KINDS = {Command.JSON_MESSAGE: "message", Command.BROADCAST: "broadcast"}
 
 
-def _answered(what: str, answer: int) -> int:
-    if answer != Status.SUCCESS:
+def _answered(what: str, answer: int, stored: bool = False) -> int:
+    """Print a success (STORED too, when the message asked for qos); raise anything else."""
+    if answer != Status.SUCCESS and not (stored and answer == Status.STORED):
         raise HyperTCPError(answer, what)
     print(status_name(answer))
     return 0
@@ -24,8 +27,13 @@ def _answered(what: str, answer: int) -> int:
 
 def _send(args: argparse.Namespace) -> int:
     payload = json_object(args.json)
+    if args.ttl is not None and not args.qos:
+        raise UsageError("--ttl is how long a stored message waits: it needs --qos 1")
+    if args.ttl is not None and not (0 < args.ttl < float("inf")):
+        raise UsageError("--ttl must be a positive number of seconds")
     with connect(args) as client:
-        return _answered(f"send to {args.target}", client.send(args.target, payload, ack=args.ack))
+        answer = client.send(args.target, payload, ack=args.ack, qos=args.qos, ttl=args.ttl)
+        return _answered(f"send to {args.target}", answer, stored=bool(args.qos))
 
 
 def _broadcast(args: argparse.Namespace) -> int:
@@ -47,8 +55,11 @@ def _listen(args: argparse.Namespace) -> int:
             message = client.receive(left)
             if message is None:
                 break
-            print(json.dumps({"command": KINDS[message.command], "from": message.sender,
-                              "payload": message.payload}, ensure_ascii=False), flush=True)
+            line = {"command": KINDS[message.command], "from": message.sender,
+                    "payload": message.payload}
+            if message.extra and "queued_at" in message.extra:
+                line["queued_at"] = message.extra["queued_at"]  # it was stored for us
+            print(json.dumps(line, ensure_ascii=False), flush=True)
             received += 1
     if args.count is not None and received < args.count:
         raise CommandError(f"timed out after {args.timeout:g} s with {received} of "
@@ -70,6 +81,11 @@ def add_messaging_parsers(subparsers: Any) -> None:
     send.add_argument("json", metavar="JSON", help="the payload, a JSON object; - reads stdin")
     send.add_argument("--ack", action="store_true",
                       help="succeed only once the target has acknowledged the message")
+    send.add_argument("--qos", type=int, choices=(0, 1), default=0,
+                      help="1: if the target is offline, the server stores the message until "
+                           "it logs in (answer STORED) (default: %(default)s)")
+    send.add_argument("--ttl", type=float, metavar="S",
+                      help="with --qos 1: seconds the message may wait (default: the server's)")
     send.set_defaults(run=_send)
 
     broadcast = subparsers.add_parser("broadcast", parents=[common],
@@ -80,7 +96,8 @@ def add_messaging_parsers(subparsers: Any) -> None:
     listen = subparsers.add_parser(
         "listen", parents=[common], help="print incoming messages as JSON lines",
         description="Print each message delivered to this client as one JSON line: "
-                    '{"command": "message"|"broadcast", "from": ID, "payload": {...}}.')
+                    '{"command": "message"|"broadcast", "from": ID, "payload": {...}}, '
+                    'with "queued_at" (ms) on a message that was stored for this client.')
     listen.add_argument("--count", type=int, metavar="N", help="stop after N messages")
     listen.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
     listen.set_defaults(run=_listen)

@@ -117,15 +117,19 @@ class Client:
     # -- requests --
 
     def send(self, target: str, payload: dict, ack: bool = False,
-             timeout: Optional[float] = None) -> Union[Status, int]:
+             timeout: Optional[float] = None, *, qos: int = 0,
+             ttl: Optional[float] = None) -> Union[Status, int]:
         """
         Send C{payload} to the device C{target} and return the server's status.
         With C{ack}, the server answers only once the target has acknowledged
-        the message (or with TIMEOUT when it does not).
+        the message (or with TIMEOUT when it does not).  With C{qos=1}, a
+        target that is offline gets the message when it next logs in: the
+        answer is then STORED; C{ttl} is how many seconds it may wait.
         """
         if ack and timeout is None:
             timeout = self.timeout + ACK_GRACE
-        return self._request(lambda: self._connection().send(target, payload, ack), timeout)
+        return self._request(lambda: self._connection().send(target, payload, ack, qos, ttl),
+                             timeout)
 
     def broadcast(self, payload: dict, timeout: Optional[float] = None) -> Union[Status, int]:
         """Send C{payload} to every other logged-in client; return the status."""

@@ -132,13 +132,16 @@ class HyperTCPClientProtocol(Protocol):
         pending[msg_id] = d
         return d.addTimeout(self.factory.responseTimeout, self.factory.clock)
 
-    def send(self, target: str, payload: dict, ack: bool = False) -> Deferred:
+    def send(self, target: str, payload: dict, ack: bool = False, *, qos: int = 0,
+             ttl: Optional[float] = None) -> Deferred:
         """
         Send C{payload} to the device C{target}: a Deferred of the server's
         status.  With C{ack}, the server answers once the target acknowledged
-        the message, or with TIMEOUT.
+        the message, or with TIMEOUT.  With C{qos=1}, a target that is
+        offline gets the message when it next logs in (the status is then
+        STORED); C{ttl} is how many seconds it may wait.
         """
-        return self._request(lambda: self._conn.send(target, payload, ack))
+        return self._request(lambda: self._conn.send(target, payload, ack, qos, ttl))
 
     def broadcast(self, payload: dict) -> Deferred:
         """Send C{payload} to every other logged-in client: a Deferred of the status."""

@@ -1,0 +1,119 @@
+"""
+The embedded store on a real SQLite file: group commit, what another
+process (the queue command) sees and changes, the file's guards.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.task import Clock
+
+from hypertcp.protocol.commands import Status
+from hypertcp.store import sqlite as db
+from hypertcp.store.records import Bounds
+from hypertcp.store.sqlite import SQLiteStore, StoreFileError
+
+
+def store(path: Path, clock: Clock, bounds: Bounds = Bounds(3, 1 << 20, 1 << 28),
+          synchronous: str = "full") -> SQLiteStore:
+    return SQLiteStore(str(path), bounds, clock,
+                       synchronous, run=lambda f, *args: maybeDeferred(f, *args))
+
+
+def results(d: Any) -> list:
+    out: list = []
+    d.addCallback(out.append)
+    return out
+
+
+def test_one_turns_operations_commit_as_one_batch(tmp_path):
+    clock = Clock()
+    s = store(tmp_path / "m.db", clock)
+    answers = [results(s.put("lamp", "app", b'{"n":%d}' % n, 0, 10_000)) for n in range(4)]
+    assert answers == [[], [], [], []], "nothing is answered before the commit"
+    clock.advance(0)
+    assert answers == [[Status.STORED]] * 3 + [[Status.QUOTA_LIMIT]]
+    assert (s.batches, s.operations) == (1, 4)
+
+
+def test_a_message_answered_stored_is_in_the_file_for_anyone_who_opens_it(tmp_path):
+    clock = Clock()
+    path = tmp_path / "m.db"
+    s = store(path, clock)
+    answer = results(s.put("lamp", "app", b'{"on":true}', 5, 10_000))
+    clock.advance(0)
+    assert answer == [Status.STORED]
+    # Another connection, as a restarted server or the queue command would open it.
+    other = db.connect(str(path), create=False)
+    [message] = db.messages(other, "lamp", 10)
+    assert (message.sender, message.payload, message.queued_at) == ("app", b'{"on":true}', 5)
+
+
+def test_the_file_is_in_wal_mode_with_the_synchronous_setting_asked_for(tmp_path):
+    for setting, number in (("full", 2), ("normal", 1)):
+        conn = db.connect(str(tmp_path / f"{setting}.db"), setting)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == number
+
+
+def test_a_purge_by_another_process_keeps_the_bounds_right(tmp_path):
+    clock = Clock()
+    path = tmp_path / "m.db"
+    s = store(path, clock)
+    for n in range(3):
+        s.put("lamp", "app", b"{}", n, 10_000)
+    clock.advance(0)
+    other = db.connect(str(path), create=False)
+    assert db.transaction(other, [(db.purge, ("lamp",))]) == [3]
+    assert db.queues(other) == []
+    answer = results(s.put("lamp", "app", b"{}", 9, 10_000))
+    clock.advance(0)
+    assert answer == [Status.STORED]
+
+
+def test_counts_and_bytes_follow_every_insert_and_delete(tmp_path):
+    conn = db.connect(str(tmp_path / "m.db"))
+    bounds = Bounds(100, 1 << 20, 1 << 28)
+    db.transaction(conn, [(db.put, ("lamp", "app", b"12345", 0, 100, bounds, 0)),
+                          (db.put, ("lamp", "app", b"123", 1, 50, bounds, 0)),
+                          (db.put, ("fan", "ops", b"1", 2, 100, bounds, 0))])
+    assert [(q.device, q.count, q.bytes, q.oldest) for q in db.queues(conn)] == [
+        ("fan", 1, 4, 2), ("lamp", 2, 14, 0)]
+    assert conn.execute("SELECT count, bytes FROM totals").fetchone() == (3, 18)
+    assert db.transaction(conn, [(db.sweep, (50,))]) == [1]
+    assert conn.execute("SELECT count, bytes FROM totals").fetchone() == (2, 12)
+    [first] = db.fetch(conn, "lamp", None, 10, 0)
+    assert db.transaction(conn, [(db.remove, ("lamp", first.key)),
+                                 (db.remove, ("lamp", first.key))]) == [True, False]
+    assert [q.device for q in db.queues(conn)] == ["fan"]
+
+
+def test_close_commits_what_was_accepted(tmp_path):
+    clock = Clock()
+    path = tmp_path / "m.db"
+    s = store(path, clock)
+    answer = results(s.put("lamp", "app", b"{}", 0, 10_000))
+    closed = results(s.close())
+    assert answer == [Status.STORED] and closed == [None]
+    assert len(db.messages(db.connect(str(path), create=False), "lamp", 10)) == 1
+    late = []
+    s.put("lamp", "app", b"{}", 0, 10_000).addErrback(late.append)
+    assert late and "closed" in late[0].getErrorMessage()
+
+
+def test_a_file_from_a_newer_layout_or_not_a_database_is_refused_by_name(tmp_path):
+    newer = tmp_path / "newer.db"
+    sqlite3.connect(newer).execute(f"PRAGMA user_version={db.SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreFileError, match="newer HyperTCP"):
+        db.connect(str(newer))
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database, whatever its name says" * 100)
+    with pytest.raises(StoreFileError, match="junk.db"):
+        db.connect(str(junk))
+    with pytest.raises(StoreFileError, match="missing.db"):
+        db.connect(str(tmp_path / "missing.db"), create=False)
