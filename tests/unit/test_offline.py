@@ -34,9 +34,10 @@ class Harness:
 
     def __init__(self, tmp_path: Path, window: int = 8, max_queued: int = 1000,
                  max_bytes: int = 1 << 20, max_total: int = 1 << 28, default_ttl: float = 3600,
-                 max_ttl: float = 86400, path: str = ":memory:") -> None:
+                 max_ttl: float = 86400, path: str = ":memory:", start: float = 0) -> None:
         self.server = Server(tmp_path, rate_limit=0, ack_timeout=ACK_TIMEOUT)
         self.clock = self.server.clock
+        self.clock.advance(start)  # before anything is scheduled
         self.store = SQLiteStore(path, Bounds(max_queued, max_bytes, max_total), self.clock,
                                  run=inline)
         self.offline = Offline(self.server.hub, self.store, self.clock, default_ttl, max_ttl,

@@ -1,0 +1,195 @@
+"""
+Store and forward through real processes and sockets: a message sent with
+qos 1 to a device that is away waits for it -- across a SIGKILL of the
+server, across the nodes of a cluster -- and arrives once, in order, to
+the project's clients and to the ESP32 library.  The rules in detail are
+tests/unit/test_offline.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from hypertcp.client import Client
+from hypertcp.protocol.commands import Command, Status
+from tests.daemon import hypertcp
+from tests.raw import Raw
+from tests.redis_server import redis  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fleet(token):
+    return token("fleet", "--role", "fleet")
+
+
+def queue_list(*where: str) -> list[dict]:
+    result = hypertcp("queue", "list", "--json", *where)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Poll C{check} until it holds (the store forgets a message once its ack is committed)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def nothing_stored_for(device: str, *where: str) -> None:
+    eventually(lambda: device not in [q["device"] for q in queue_list(*where)],
+               f"{device}'s queue to empty")
+
+
+def first_message_is_live(port: int, token: str, sender: Client, device_id=None) -> None:
+    """
+    Log in again with an empty queue: the first message must be one sent
+    now, so nothing stored came again.
+    """
+    with Client("127.0.0.1", port, token, device_id, timeout=10).connect() as again:
+        assert sender.send(again.device_id or "lamp", {"live": True}) == Status.SUCCESS
+        message = again.receive(10)
+        assert (message.payload, message.extra) == ({"live": True}, None)
+
+
+def test_offline_device_gets_its_message_at_login_once(start_daemon, token, fleet, tmp_path):
+    server = start_daemon()
+    lamp = token("lamp")
+    sent = hypertcp("send", "lamp", '{"on": true}', "--qos", "1", "--ttl", "600",
+                    "--port", str(server.port), "--token", fleet, "--device-id", "app")
+    assert (sent.returncode, sent.stdout.strip()) == (0, "STORED"), sent.stderr
+    where = ("--store", str(tmp_path / "hypertcp-messages.db"))
+    [queued] = queue_list(*where)
+    assert (queued["device"], queued["count"]) == ("lamp", 1)
+    before = time.time() * 1000
+    with Client("127.0.0.1", server.port, lamp, timeout=10).connect() as device:
+        message = device.receive(10)
+        assert (message.command, message.sender, message.payload) == (
+            Command.JSON_MESSAGE, "app", {"on": True})
+        assert before - 60_000 < message.extra["queued_at"] <= before
+    nothing_stored_for("lamp", *where)
+    with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+        first_message_is_live(server.port, lamp, app)
+        # Without qos, an offline device is still 7, as it always was.
+        assert app.send("lamp", {"n": 1}) == Status.DEVICE_NOT_IN_NETWORK
+
+
+def test_a_stored_message_survives_sigkill_and_arrives_exactly_once(start_daemon, token, fleet):
+    server = start_daemon()
+    lamp = token("lamp")
+    with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+        assert app.send("lamp", {"kept": 1}, qos=1) == Status.STORED
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    again = start_daemon()
+    with Client("127.0.0.1", again.port, lamp, timeout=10).connect() as device:
+        message = device.receive(10)
+        assert (message.sender, message.payload) == ("app", {"kept": 1})
+    nothing_stored_for("lamp", "--store", str(again.workdir / "hypertcp-messages.db"))
+    with Client("127.0.0.1", again.port, fleet, "app", timeout=10).connect() as app:
+        first_message_is_live(again.port, lamp, app)
+
+
+def test_a_device_that_never_acknowledges_gets_them_again_in_order(start_daemon, token, fleet):
+    server = start_daemon("--set", "limits.ack_timeout=1")
+    lamp = token("lamp")
+    with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+        for n in range(5):
+            assert app.send("lamp", {"n": n}, qos=1) == Status.STORED
+    with Raw(server.port) as silent:
+        assert silent.login_json(lamp) == Status.SUCCESS
+        got = [silent.message(ack=False)["payload"]["n"] for _ in range(5)]
+        assert got == list(range(5))
+    with Client("127.0.0.1", server.port, lamp, timeout=10).connect() as device:
+        assert [device.receive(10).payload["n"] for _ in range(5)] == list(range(5))
+
+
+def test_the_1001st_message_over_a_bound_of_1000_gets_1(start_daemon, token, fleet):
+    server = start_daemon("--rate-limit", "0", "--set", "store.max_queued=1000")
+    with Raw(server.port) as app:
+        assert app.login_json(fleet, "app") == Status.SUCCESS
+        body = json.dumps({"targetId": "lamp", "payload": {"x": 1}, "qos": 1}).encode()
+        ids = [app.send(Command.JSON_MESSAGE, body) for _ in range(1001)]
+        answers = [app.answer_to(msg_id) for msg_id in ids]
+    assert answers == [Status.STORED] * 1000 + [Status.QUOTA_LIMIT]
+
+
+def test_an_expired_message_is_never_delivered(start_daemon, token, fleet, tmp_path):
+    server = start_daemon()
+    lamp = token("lamp")
+    with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+        assert app.send("lamp", {"short": True}, qos=1, ttl=0.5) == Status.STORED
+        assert app.send("lamp", {"long": True}, qos=1) == Status.STORED
+    result = hypertcp("queue", "show", "lamp", "--json",
+                      "--store", str(tmp_path / "hypertcp-messages.db"))
+    expires = json.loads(result.stdout)[0]["expires_at"]
+    eventually(lambda: time.time() * 1000 > expires + 50, "the short ttl to pass")
+    with Client("127.0.0.1", server.port, lamp, timeout=10).connect() as device:
+        # In order, the expired one would have come first.
+        assert device.receive(10).payload == {"long": True}
+
+
+def test_operators_list_show_and_purge_a_devices_queue(start_daemon, token, fleet, tmp_path):
+    server = start_daemon()
+    lamp = token("lamp")
+    where = ("--store", str(tmp_path / "hypertcp-messages.db"))
+    with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+        for n in range(2):
+            assert app.send("lamp", {"n": n}, qos=1) == Status.STORED
+        listed = hypertcp("queue", "list", *where)
+        assert listed.returncode == 0 and "lamp" in listed.stdout and \
+            "2 messages for 1 devices" in listed.stdout, listed
+        shown = hypertcp("queue", "show", "lamp", *where)
+        assert '{"n":0}' in shown.stdout and '{"n":1}' in shown.stdout, shown
+        purged = hypertcp("queue", "purge", "lamp", *where)
+        assert purged.stdout.strip().startswith("purged 2 messages stored for lamp"), purged
+        assert queue_list(*where) == []
+        first_message_is_live(server.port, lamp, app)
+
+
+def test_clustered_stored_via_one_node_delivered_at_another(start_daemon, redis, token, fleet):
+    nodes = [start_daemon("--cluster", redis.url, "--set", f"cluster.node_id=n{i}",
+                          "--set", "cluster.ttl=2", "--set", "cluster.refresh=0.3")
+             for i in range(2)]
+    for node in nodes:
+        node.wait_for_log("is up")
+    one, two = nodes
+    lamp = token("lamp")
+    with Client("127.0.0.1", one.port, fleet, "app", timeout=10).connect() as app:
+        assert app.send("lamp", {"via": "n0"}, qos=1) == Status.STORED
+    assert [(q["device"], q["count"]) for q in queue_list("--cluster", redis.url)] == [("lamp", 1)]
+    # The node that accepted it dies; the message was never only there.
+    one.proc.send_signal(signal.SIGKILL)
+    one.proc.wait(10)
+    with Client("127.0.0.1", two.port, lamp, timeout=10).connect() as device:
+        message = device.receive(10)
+        assert (message.sender, message.payload) == ("app", {"via": "n0"})
+        assert "queued_at" in message.extra
+    nothing_stored_for("lamp", "--cluster", redis.url)
+    with Client("127.0.0.1", two.port, fleet, "app", timeout=10).connect() as app:
+        first_message_is_live(two.port, lamp, app)
+
+
+def test_the_esp32_library_receives_and_acknowledges_stored_messages(start_daemon, token, fleet,
+                                                                     device, tmp_path):
+    server = start_daemon("--idle-timeout", "60")
+    esp32 = token("esp32-1")
+    with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+        for n in range(12):  # more than the window of 8
+            assert app.send("esp32-1", {"n": n}, qos=1) == Status.STORED
+    d = device(esp32, server.port)
+    d.expect("connected")
+    got = []
+    for _ in range(12):
+        kind, sender, text = d.expect(r"message app .*").group(0).split(" ", 2)
+        got.append(json.loads(text)["n"])
+    assert got == list(range(12))
+    nothing_stored_for("esp32-1", "--store", str(tmp_path / "hypertcp-messages.db"))
