@@ -56,7 +56,8 @@ def embedded(config: StoreConfig, factory: HyperTCPFactory, reactor: Any) -> Sto
     from hypertcp.store.sqlite import StoreFileError, SQLiteStore
 
     try:
-        store = SQLiteStore(config.path, _bounds(config), reactor, config.synchronous)
+        store = SQLiteStore(config.path, _bounds(config), reactor, config.synchronous,
+                            writes=factory.batch)
     except StoreFileError as e:
         raise ConfigError(f"[store] path: {e}") from None
     return StoreService(_offline(config, factory, store, reactor), config.sweep_interval, reactor,

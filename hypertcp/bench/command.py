@@ -67,7 +67,11 @@ def _bench(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """The C{hypertcp bench} command: 0, or 1 with the reason on stderr."""
     try:
-        _bench(args)
+        if args.qos:
+            from hypertcp.bench.stored import run as run_stored
+            run_stored(args)
+        else:
+            _bench(args)
     except BenchError as e:
         print(f"hypertcp bench: {e}", file=sys.stderr)
         return 1
@@ -104,6 +108,14 @@ def add_parser(subparsers: Any) -> None:
                       help="seconds of load before measuring (default: %(default)s)")
     load.add_argument("--procs", type=int, default=1, metavar="K",
                       help="load-generator processes (default: %(default)s)")
+    stored = parser.add_argument_group("store and forward")
+    stored.add_argument("--qos", type=int, choices=(0, 1), default=0,
+                        help="1: instead, measure qos-1 messages -- stored for offline devices "
+                             "and delivered to online ones -- against plain ones, and the drain "
+                             "of a backlog at login (default: %(default)s)")
+    stored.add_argument("--backlog", type=int, default=10000, metavar="N",
+                        help="with --qos 1: messages stored for one device before it logs in "
+                             "(default: %(default)s)")
     idle = parser.add_argument_group("idle fleet")
     idle.add_argument("--idle", type=int, metavar="N",
                       help="instead of pairs: N logged-in connections that only heartbeat "

@@ -9,12 +9,18 @@ and a backlog of thousands costs the server a page of memory.  A message
 leaves the store when the device acknowledges its frame.  A frame that is
 not acknowledged in time ends the backlog: that message and the rest stay
 stored, to be delivered again, in order, at the device's next login.
+
+New qos-1 messages for the device queue behind the backlog, so they too
+arrive in the order accepted: in the store while it is still being read,
+and in memory (L{Held}) once it has all been read -- a device that is sent
+messages faster than the store is read would otherwise never leave it.
+What is held and not acknowledged when the backlog ends is stored then.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -24,9 +30,20 @@ from hypertcp.protocol.commands import Command, Status
 from hypertcp.server.interfaces import IPeer
 from hypertcp.store.records import Stored
 
-JSON_MESSAGE, TIMEOUT = Command.JSON_MESSAGE, Status.TIMEOUT
+JSON_MESSAGE, TIMEOUT, SUCCESS = Command.JSON_MESSAGE, Status.TIMEOUT, Status.SUCCESS
 #: Messages read from the store at a time.
 PAGE = 64
+
+
+class Held(NamedTuple):
+    """A qos-1 message that came once the store was read: in memory, in its turn."""
+
+    sender: str
+    payload: bytes  # JSON, as it is stored if it must be
+    frame: bytes  # the JSON_MESSAGE body, as any live delivery
+    queued_at: int
+    expires_at: int
+    outcome: Optional[Deferred]  # the sender's answer, when it asked for "ack"
 
 
 class Backlog:
@@ -34,14 +51,16 @@ class Backlog:
     Delivers C{peer}'s device's stored messages to C{peer}.  C{acknowledged(
     backlog, message, status)} is called for each frame the device answers;
     C{ended(backlog, why)} once, when the queue is empty (C{why} None) or
-    the backlog stops.
+    the backlog stops; C{unsent(backlog, held)} with the L{Held} messages
+    that must be stored after all, in order.
     """
 
     log = Logger()
 
     def __init__(self, peer: IPeer, store: Any, clock: Any, window: int, timeout: float,
                  acknowledged: Callable[["Backlog", Stored, int], None],
-                 ended: Callable[["Backlog", Optional[str]], None], page: int = PAGE) -> None:
+                 ended: Callable[["Backlog", Optional[str]], None],
+                 unsent: Callable[["Backlog", list[Held]], None], page: int = PAGE) -> None:
         self.peer = peer
         self.device_id = peer.device_id
         self.store = store
@@ -51,9 +70,11 @@ class Backlog:
         self.page = page
         self._acknowledged = acknowledged
         self._ended = ended
+        self._unsent = unsent
         # "queued_at" is an addition to the contract: only for peers that announced level 2.
         self.queued_at = peer.proto >= PROTOCOL_LEVEL
-        self.pending: deque[Stored] = deque()
+        self.pending: deque[Union[Stored, Held]] = deque()
+        self._held_out: list[Held] = []  # sent and not yet answered, in order
         self.after: Any = None  # the key of the last message read
         self.in_flight = 0
         self.sent = 0
@@ -69,9 +90,19 @@ class Backlog:
     def start(self) -> None:
         self._fetch()
 
+    @property
+    def reading(self) -> bool:
+        """Is the store still being read?  Then what comes for the device is stored behind it."""
+        return self._fetching or not self._exhausted or self._puts != self._puts_read
+
     def stored(self) -> None:
         """A message was just stored for this device: it goes out in its turn."""
         self._puts += 1
+        self._pump()
+
+    def hold(self, message: Held) -> None:
+        """Deliver C{message} after everything before it (the store has all been read)."""
+        self.pending.append(message)
         self._pump()
 
     def stop(self, why: str) -> None:
@@ -129,29 +160,56 @@ class Backlog:
                 return
             message = self.pending.popleft()
             if message.expires_at <= now:
-                continue  # never delivered; the sweep deletes it
+                # Never delivered; the sweep deletes it from the store.
+                if type(message) is Held and message.outcome is not None:
+                    message.outcome.callback(TIMEOUT)
+                continue
             self.in_flight += 1
             self.sent += 1
-            wait: Deferred = peer.deliver_acked(JSON_MESSAGE, message.body(self.queued_at),
-                                                self.timeout)
+            if type(message) is Held:
+                self._held_out.append(message)
+                body = message.frame
+            else:
+                body = message.body(self.queued_at)
+            wait: Deferred = peer.deliver_acked(JSON_MESSAGE, body, self.timeout)
             wait.addCallback(self._answered, message)
 
     def _drained(self) -> None:
         self._waiting = False
         self._pump()
 
-    def _answered(self, status: int, message: Stored) -> None:
+    def _answered(self, status: int, message: Union[Stored, Held]) -> None:
         self.in_flight -= 1
+        held = type(message) is Held
+        if held:
+            out = self._held_out
+            for i, sent in enumerate(out):
+                if sent is message:
+                    break
+            else:
+                return  # stored when the backlog ended: it comes again at the next login
         if status == TIMEOUT:
-            # Not acknowledged in time, or the connection went: it stays stored.
+            # Not acknowledged in time, or the connection went: a stored
+            # message stays stored; held ones are stored as the backlog ends.
             self._end(f"a frame was not acknowledged within {self.timeout:g} s")
             return
-        self._acknowledged(self, message, status)
+        if held:
+            del out[i]
+        if held:
+            if message.outcome is not None:
+                message.outcome.callback(status)
+        else:
+            self._acknowledged(self, message, status)
         self._pump()
 
     def _end(self, why: Optional[str]) -> None:
         if self.done:
             return
         self.done = True
+        # Those sent and unanswered first: they were accepted before those waiting.
+        held = self._held_out + [message for message in self.pending if type(message) is Held]
+        self._held_out = []
         self.pending.clear()
+        if held:
+            self._unsent(self, held)
         self._ended(self, why)

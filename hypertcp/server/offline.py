@@ -10,8 +10,9 @@ first), the message is stored for redelivery.  The sender's answer is what
 it would be without qos -- SUCCESS on delivery -- unless it also asked for
 C{"ack"}, when it is the device's acknowledgement or, once stored, STORED.
 When a device logs in, its stored messages are delivered through a
-L{Backlog}; while one runs, new qos-1 messages for the device are stored
-behind it, so they arrive in the order accepted.
+L{Backlog}; while one runs, new qos-1 messages for the device queue behind
+it, so they arrive in the order accepted (they are answered STORED while
+the store is still being read, as they are stored then).
 
 Messages without qos never come here: their path does not touch the store.
 """
@@ -26,7 +27,7 @@ from twisted.logger import Logger
 from hypertcp.protocol.bodies import BadBody, Send, delivery_body
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.jsoncodec import dumps
-from hypertcp.server.backlog import Backlog
+from hypertcp.server.backlog import Backlog, Held
 from hypertcp.server.hub import Hub, first_delivery
 from hypertcp.server.interfaces import IPeer
 from hypertcp.store.records import Stored
@@ -75,10 +76,15 @@ class Offline:
         if ttl > self.max_ttl:
             raise BadBody(f'"ttl" is {ttl:g} s; messages are kept {self.max_ttl:g} s at most')
         payload = dumps(send.payload)
+        backlog = self.backlogs.get(target)
+        if backlog is not None:
+            if backlog.reading:
+                return self.put(sender.device_id, target, payload, ttl)
+            return self._hold(backlog, sender.device_id, send, payload, ttl)
         live = hub.devices.get(target)
         remote = hub.remote
         far = remote is not None and remote.holds(target)
-        if target in self.backlogs or not (live or far):
+        if not (live or far):
             return self.put(sender.device_id, target, payload, ttl)
         body = delivery_body(sender.device_id, send.payload)
         waits: list[Deferred] = []
@@ -102,16 +108,39 @@ class Offline:
             return self.put(sender_id, target, payload, ttl)
         return status
 
+    def _hold(self, backlog: Backlog, sender_id: str, send: Send, payload: bytes,
+              ttl: float) -> Union[int, Deferred]:
+        """Queue behind a backlog that has read the store: in memory, answered as delivered live."""
+        now = self.clock.seconds()
+        outcome: Optional[Deferred] = Deferred() if send.ack else None
+        self.hub.delivered += 1
+        backlog.hold(Held(sender_id, payload, delivery_body(sender_id, send.payload),
+                          int(now * 1000), int((now + ttl) * 1000), outcome))
+        return outcome if outcome is not None else SUCCESS
+
+    def _unsent(self, backlog: Backlog, held: list[Held]) -> None:
+        """Held messages the device did not take: stored now, in order."""
+        for message in held:
+            self.counts["undelivered"] += 1
+            d = self._put(backlog.device_id, message.sender, message.payload, message.queued_at,
+                          message.expires_at)
+            if message.outcome is not None:
+                d.chainDeferred(message.outcome)
+
     def put(self, sender_id: str, target: str, payload: bytes, ttl: float) -> Deferred:
         """Store a message for C{target}: a Deferred of STORED, QUOTA_LIMIT or SERVER_EXCEPTION."""
         now = self.clock.seconds()
-        d = self.store.put(target, sender_id, payload, int(now * 1000), int((now + ttl) * 1000))
+        return self._put(target, sender_id, payload, int(now * 1000), int((now + ttl) * 1000))
+
+    def _put(self, target: str, sender_id: str, payload: bytes, queued_at: int,
+             expires_at: int) -> Deferred:
+        d = self.store.put(target, sender_id, payload, queued_at, expires_at)
         backlog = self.backlogs.get(target)
         if backlog is not None:
             backlog.stored()
-        return d.addCallbacks(self._put, self._put_failed)
+        return d.addCallbacks(self._counted, self._put_failed)
 
-    def _put(self, status: int) -> int:
+    def _counted(self, status: int) -> int:
         self.counts["stored" if status == STORED else "refused"] += 1
         return status
 
@@ -137,7 +166,7 @@ class Offline:
             # half-open, left behind by a device that reconnected.
             old.stop(f"{peer.device_id} logged in again from {peer.peer}")
         backlog = Backlog(peer, self.store, self.clock, self.window, self.hub.ack_timeout,
-                          self._acknowledged, self._ended)
+                          self._acknowledged, self._ended, self._unsent)
         self.backlogs[peer.device_id] = backlog
         backlog.start()
 

@@ -15,8 +15,9 @@ survives the process being killed and the machine losing power.  With
 NORMAL the log is fsynced only at checkpoints: still nothing lost to a
 killed process, but a power cut can lose the last commits.
 
-The functions taking a connection are the store's operations; the
-C{hypertcp queue} command runs them on the file directly.
+L{Writer} is the store on its thread; the functions that take a
+connection are what operators do, and the C{hypertcp queue} command runs
+them on the file directly, from another process, while the server runs.
 """
 
 from __future__ import annotations
@@ -43,51 +44,22 @@ SYNCHRONOUS = ("full", "normal")
 #: Seconds between log lines about failing batches.
 FAILURE_LOG_INTERVAL = 10.0
 
-# The queues and totals tables are kept by triggers, so every delete --
-# delivered, expired, purged by the queue command from another process --
-# keeps each device's count and bytes and the store's right, and the bounds
-# are checked in SQL.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order accepted; never reused
+    seq INTEGER PRIMARY KEY,     -- the order accepted
     device TEXT NOT NULL,
     sender TEXT NOT NULL,
     payload BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    queued_at INTEGER NOT NULL,             -- ms since the epoch
-    expires_at INTEGER NOT NULL             -- ms since the epoch
+    size INTEGER NOT NULL,       -- what it counts against the bounds
+    queued_at INTEGER NOT NULL,  -- ms since the epoch
+    expires_at INTEGER NOT NULL  -- ms since the epoch
 );
 CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device, seq);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_at);
-CREATE TABLE IF NOT EXISTS queues (
-    device TEXT PRIMARY KEY,
-    count INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS totals (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    count INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO totals (id, count, bytes) VALUES (1, 0, 0);
-CREATE TRIGGER IF NOT EXISTS queued AFTER INSERT ON messages BEGIN
-    INSERT INTO queues (device, count, bytes) VALUES (new.device, 1, new.size)
-        ON CONFLICT (device) DO UPDATE SET count = count + 1, bytes = bytes + new.size;
-    UPDATE totals SET count = count + 1, bytes = bytes + new.size;
-END;
-CREATE TRIGGER IF NOT EXISTS unqueued AFTER DELETE ON messages BEGIN
-    UPDATE queues SET count = count - 1, bytes = bytes - old.size WHERE device = old.device;
-    DELETE FROM queues WHERE device = old.device AND count <= 0;
-    UPDATE totals SET count = count - 1, bytes = bytes - old.size;
-END;
 """
 
-# One statement checks the bounds and appends: ?4 is the size, ?7 and ?8
-# the device's bounds, ?9 the whole store's.
-_APPEND = ("INSERT INTO messages (device, sender, payload, size, queued_at, expires_at) "
-           "SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE ?4 <= ?8 "
-           "AND (SELECT bytes FROM totals) + ?4 <= ?9 AND NOT EXISTS ("
-           "SELECT 1 FROM queues WHERE device = ?1 AND (count >= ?7 OR bytes + ?4 > ?8))")
+_INSERT = ("INSERT INTO messages (seq, device, sender, payload, size, queued_at, expires_at) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _COLUMNS = "seq, sender, payload, queued_at, expires_at"
 
 
@@ -129,40 +101,23 @@ def connect(path: str, synchronous: str = "full", create: bool = True) -> sqlite
     return conn
 
 
-# -- the operations, each on a connection inside a transaction --------------
-
-def put(conn: sqlite3.Connection, device: str, sender: str, payload: bytes, queued_at: int,
-        expires_at: int, bounds: Bounds, now: int) -> tuple[int, int]:
-    """Append within the bounds: (STORED or QUOTA_LIMIT, messages expired to make room)."""
-    args = (device, sender, payload, size(sender, payload), queued_at, expires_at, *bounds)
-    if conn.execute(_APPEND, args).rowcount:
-        return Status.STORED, 0
-    # Full -- perhaps of messages that expired and wait for the sweep: they
-    # do not count, and go now (the device's; the whole store's is the sweep's).
-    expired = conn.execute("DELETE FROM messages WHERE device = ? AND expires_at <= ?",
-                           (device, now)).rowcount
-    if expired and conn.execute(_APPEND, args).rowcount:
-        return Status.STORED, expired
-    return Status.QUOTA_LIMIT, expired
+def transaction(conn: sqlite3.Connection, operations: list[tuple[Callable, tuple]]) -> list[Any]:
+    """Run C{operations} (each C{f(conn, *args)}) in one transaction; their results."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results = [operation(conn, *args) for operation, args in operations]
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return results
 
 
-def fetch(conn: sqlite3.Connection, device: str, after: Optional[int], limit: int,
-          now: int) -> list[Stored]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE device = ? AND seq > ? "
-                        "AND expires_at > ? ORDER BY seq LIMIT ?",
-                        (device, after or 0, now, limit))
-    return [Stored(*row) for row in rows]
-
-
-def remove(conn: sqlite3.Connection, device: str, seq: int) -> bool:
-    return conn.execute("DELETE FROM messages WHERE seq = ? AND device = ?",
-                        (seq, device)).rowcount > 0
-
+# -- what operators do to the file (the queue command; the server's own too) --
 
 def queues(conn: sqlite3.Connection) -> list[Queue]:
-    rows = conn.execute("SELECT device, count, bytes, (SELECT queued_at FROM messages m "
-                        "WHERE m.device = q.device ORDER BY seq LIMIT 1) FROM queues q "
-                        "ORDER BY device")
+    rows = conn.execute("SELECT device, count(*), sum(size), min(queued_at) FROM messages "
+                        "GROUP BY device ORDER BY device")
     return [Queue(*row) for row in rows]
 
 
@@ -176,22 +131,151 @@ def purge(conn: sqlite3.Connection, device: str) -> int:
     return conn.execute("DELETE FROM messages WHERE device = ?", (device,)).rowcount
 
 
-def sweep(conn: sqlite3.Connection, now: int, limit: int = SWEEP_CHUNK) -> int:
-    """Delete up to C{limit} expired messages; how many."""
-    return conn.execute("DELETE FROM messages WHERE seq IN (SELECT seq FROM messages "
-                        "WHERE expires_at <= ? LIMIT ?)", (now, limit)).rowcount
+class Writer:
+    """
+    The store as its thread sees it: the connection, the next sequence
+    number, and each device's count and bytes, against which the bounds are
+    checked without a query.  It alone writes the file, but for the queue
+    command: when another connection has committed since the last batch
+    (C{PRAGMA data_version} tells), the counts are read afresh.
+    """
 
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.seq = 0
+        self.counts: dict[str, list[int]] = {}  # device -> [messages, bytes]
+        self.total = 0
+        self._rows: list[tuple] = []  # puts not yet inserted
+        self._version = -1
+        conn.execute("BEGIN")
+        try:
+            self._recount()
+        finally:
+            conn.execute("COMMIT")
 
-def transaction(conn: sqlite3.Connection, operations: list[tuple[Callable, tuple]]) -> list[Any]:
-    """Run C{operations} in one transaction; their results, once it has committed."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        results = [operation(conn, *args) for operation, args in operations]
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return results
+    def _recount(self) -> None:
+        conn = self.conn
+        self._version = conn.execute("PRAGMA data_version").fetchone()[0]
+        self.counts = {device: [count, size] for device, count, size in conn.execute(
+            "SELECT device, count(*), sum(size) FROM messages GROUP BY device")}
+        self.total = sum(size for _, size in self.counts.values())
+        self.seq = max(self.seq, conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0])
+
+    def batch(self, operations: list[tuple[Callable, tuple]]) -> list[Any]:
+        """
+        Run C{operations} (each C{f(writer, *args)}) in one transaction; their
+        results, once it has committed.  Consecutive puts go in as one
+        statement.
+        """
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA data_version").fetchone()[0] != self._version:
+                self._recount()  # the queue command changed the file
+            results = []
+            for operation, args in operations:
+                if operation is not Writer.put:
+                    self._insert()  # what follows must see the puts before it
+                results.append(operation(self, *args))
+            self._insert()
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rows.clear()
+            conn.execute("ROLLBACK")
+            self._recount()  # the counts ran ahead of what was rolled back
+            raise
+        return results
+
+    def _insert(self) -> None:
+        if self._rows:
+            self.conn.executemany(_INSERT, self._rows)
+            self._rows.clear()
+
+    def _fits(self, device: str, size: int, bounds: Bounds) -> bool:
+        count, used = self.counts.get(device) or (0, 0)
+        return (count < bounds.max_count and used + size <= bounds.max_bytes
+                and self.total + size <= bounds.max_total_bytes)
+
+    def _forget(self, device: str, size: int) -> None:
+        counted = self.counts[device]
+        counted[0] -= 1
+        counted[1] -= size
+        self.total -= size
+        if counted[0] <= 0:
+            del self.counts[device]
+
+    # -- the operations --
+
+    def put(self, device: str, sender: str, payload: bytes, queued_at: int, expires_at: int,
+            bounds: Bounds, now: int) -> tuple[int, int]:
+        """Append within the bounds: (STORED or QUOTA_LIMIT, messages expired to make room)."""
+        n = size(sender, payload)
+        expired = 0
+        if not self._fits(device, n, bounds):
+            # Full -- perhaps of messages that expired and wait for the
+            # sweep: they do not count, and go now.
+            self._insert()
+            expired = self._expire(now, device)
+            if not self._fits(device, n, bounds) and self.total + n > bounds.max_total_bytes:
+                expired += self._expire(now)
+            if not self._fits(device, n, bounds):
+                return Status.QUOTA_LIMIT, expired
+        self.seq += 1
+        self._rows.append((self.seq, device, sender, payload, n, queued_at, expires_at))
+        counted = self.counts.get(device)
+        if counted is None:
+            self.counts[device] = [1, n]
+        else:
+            counted[0] += 1
+            counted[1] += n
+        self.total += n
+        return Status.STORED, expired
+
+    def _expire(self, now: int, device: Optional[str] = None) -> int:
+        """Delete expired messages (one device's, or a chunk of anyone's); how many."""
+        if device is None:
+            gone = self.conn.execute(
+                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE "
+                "expires_at <= ? LIMIT ?) RETURNING device, size", (now, SWEEP_CHUNK)).fetchall()
+        else:
+            gone = self.conn.execute(
+                "DELETE FROM messages WHERE device = ? AND expires_at <= ? RETURNING device, size",
+                (device, now)).fetchall()
+        for owner, n in gone:
+            self._forget(owner, n)
+        return len(gone)
+
+    def fetch(self, device: str, after: Optional[int], limit: int, now: int) -> list[Stored]:
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE device = ? AND seq > ? "
+                                 "AND expires_at > ? ORDER BY seq LIMIT ?",
+                                 (device, after or 0, now, limit))
+        return [Stored(*row) for row in rows]
+
+    def remove(self, device: str, seq: int) -> bool:
+        gone = self.conn.execute("DELETE FROM messages WHERE seq = ? AND device = ? RETURNING size",
+                                 (seq, device)).fetchone()
+        if gone is None:
+            return False
+        self._forget(device, gone[0])
+        return True
+
+    def queues(self) -> list[Queue]:
+        return queues(self.conn)
+
+    def messages(self, device: str, limit: int) -> list[Stored]:
+        return messages(self.conn, device, limit)
+
+    def purge(self, device: str) -> int:
+        count = purge(self.conn, device)
+        counted = self.counts.pop(device, None)
+        if counted is not None:
+            self.total -= counted[1]
+        return count
+
+    def sweep(self, now: int) -> int:
+        """Delete up to a chunk of expired messages; how many."""
+        return self._expire(now)
 
 
 # -- the store the server uses ------------------------------------------------
@@ -207,11 +291,18 @@ class SQLiteStore:
     log = Logger()
 
     def __init__(self, path: str, bounds: Bounds, clock: Any, synchronous: str = "full",
-                 run: Optional[Callable[..., Deferred]] = None) -> None:
+                 run: Optional[Callable[..., Deferred]] = None, writes: Any = None) -> None:
         self.path = path
+        #: The server's write batch (begin/end): a commit's answers go out one write per peer.
+        self.writes = writes
         self.bounds = bounds
         self.clock = clock
         self.conn = connect(path, synchronous)
+        try:
+            self._writer = Writer(self.conn)
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise StoreFileError(f"the message store {path} is not usable: {e}") from None
         self._pool: Any = None
         if run is None:
             from twisted.internet.threads import deferToThreadPool
@@ -252,7 +343,7 @@ class SQLiteStore:
             return
         batch, self._pending = self._pending, []
         self._busy = True
-        self._run(transaction, self.conn, [(op, args) for op, args, _ in batch]).addBoth(
+        self._run(self._writer.batch, [(op, args) for op, args, _ in batch]).addBoth(
             self._committed, batch)
 
     def _committed(self, results: Any, batch: list[tuple[Callable, tuple, Deferred]]) -> None:
@@ -270,8 +361,15 @@ class SQLiteStore:
         else:
             self.batches += 1
             self.operations += len(batch)
-            for (_, _, d), result in zip(batch, results):
-                d.callback(result)
+            writes = self.writes
+            if writes is not None:
+                writes.begin()
+            try:
+                for (_, _, d), result in zip(batch, results):
+                    d.callback(result)
+            finally:
+                if writes is not None:
+                    writes.end()
         self._busy = False
         if self._pending:
             if self._closed is not None:
@@ -286,7 +384,7 @@ class SQLiteStore:
     def put(self, device_id: str, sender: str, payload: bytes, queued_at: int,
             expires_at: int) -> Deferred:
         now = int(self.clock.seconds() * 1000)
-        return self._submit(put, device_id, sender, payload, queued_at, expires_at,
+        return self._submit(Writer.put, device_id, sender, payload, queued_at, expires_at,
                             self.bounds, now).addCallback(self._put)
 
     def _put(self, outcome: tuple[int, int]) -> int:
@@ -295,19 +393,20 @@ class SQLiteStore:
         return status
 
     def fetch(self, device_id: str, after: Optional[int], limit: int) -> Deferred:
-        return self._submit(fetch, device_id, after, limit, int(self.clock.seconds() * 1000))
+        return self._submit(Writer.fetch, device_id, after, limit,
+                            int(self.clock.seconds() * 1000))
 
     def remove(self, device_id: str, key: int) -> Deferred:
-        return self._submit(remove, device_id, key)
+        return self._submit(Writer.remove, device_id, key)
 
     def queues(self) -> Deferred:
-        return self._submit(queues)
+        return self._submit(Writer.queues)
 
     def messages(self, device_id: str, limit: int) -> Deferred:
-        return self._submit(messages, device_id, limit)
+        return self._submit(Writer.messages, device_id, limit)
 
     def purge(self, device_id: str) -> Deferred:
-        return self._submit(purge, device_id)
+        return self._submit(Writer.purge, device_id)
 
     def sweep(self, now: int) -> Deferred:
         """Chunk by chunk, each its own statement, so other batches run between them."""
@@ -319,9 +418,9 @@ class SQLiteStore:
             self.expired += count
             if count < SWEEP_CHUNK or self._closed is not None:
                 return total
-            return self._submit(sweep, now).addCallback(swept)
+            return self._submit(Writer.sweep, now).addCallback(swept)
 
-        return self._submit(sweep, now).addCallback(swept)
+        return self._submit(Writer.sweep, now).addCallback(swept)
 
     def close(self) -> Deferred:
         """Commit what was accepted, then close the file and stop the thread."""

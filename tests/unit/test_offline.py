@@ -317,21 +317,62 @@ def test_qos_with_ack_is_answered_with_the_acknowledgement_or_stored(h):
     assert h.sender.answer(msg_id) == Status.STORED
 
 
-def test_qos_while_a_backlog_is_delivered_queues_behind_it(h):
+def drain(h: Harness, peer: Peer, got: list) -> None:
+    """Take and acknowledge everything, in as many rounds as the window needs."""
+    while True:
+        delivered = messages(peer)
+        if not delivered:
+            return
+        got += [body["payload"]["n"] for _, body in delivered]
+        ack_all(h, peer, delivered)
+
+
+def test_qos_while_the_store_is_read_is_stored_behind_the_backlog(h):
+    for n in range(10):
+        h.send("lamp", {"n": n}, qos=1)
+    lamp = h.server.connect()
+    assert lamp.login(h.server.token("lamp")) == Status.SUCCESS
+    msg_id = h.sender.message("lamp", {"n": 10}, qos=1)  # the store's first read is under way
+    h.turn()
+    assert h.sender.answer(msg_id) == Status.STORED
+    got: list[int] = []
+    drain(h, lamp, got)
+    assert got == list(range(11))
+    assert h.queued() == []
+
+
+def test_qos_once_the_store_is_read_queues_in_memory_behind_the_backlog(h):
     for n in range(10):
         h.send("lamp", {"n": n}, qos=1)
     lamp = h.login()
     first = messages(lamp)
-    assert h.send("lamp", {"n": 10}, qos=1) == Status.STORED
+    operations = h.store.operations
+    assert h.send("lamp", {"n": 10}, qos=1) == Status.SUCCESS, "delivered, as if live"
+    assert h.store.operations == operations, "held in memory, not stored"
     got = [body["payload"]["n"] for _, body in first]
     ack_all(h, lamp, first)
-    while True:
-        delivered = messages(lamp)
-        if not delivered:
-            break
-        got += [body["payload"]["n"] for _, body in delivered]
-        ack_all(h, lamp, delivered)
+    drain(h, lamp, got)
     assert got == list(range(11))
+    assert h.queued() == []
+
+
+def test_held_messages_the_device_does_not_take_are_stored_in_order(h):
+    for n in range(10):
+        h.send("lamp", {"n": n}, qos=1)
+    lamp = h.login()
+    first = messages(lamp)
+    for n in range(10, 13):
+        assert h.send("lamp", {"n": n}, qos=1) == Status.SUCCESS
+    ack_all(h, lamp, first[:5])
+    assert [body["payload"]["n"] for _, body in messages(lamp)] == [8, 9, 10, 11, 12]
+    msg_id = h.sender.message("lamp", {"n": 13}, qos=1, ack=True)
+    lamp.lose()  # gone with eight frames unacknowledged and one held
+    h.turn()
+    assert h.sender.answer(msg_id) == Status.STORED
+    again = h.login()
+    got: list[int] = []
+    drain(h, again, got)
+    assert got == list(range(5, 14))
 
 
 # -- bounds and expiry ---------------------------------------------------------------

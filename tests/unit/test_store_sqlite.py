@@ -71,26 +71,45 @@ def test_a_purge_by_another_process_keeps_the_bounds_right(tmp_path):
     other = db.connect(str(path), create=False)
     assert db.transaction(other, [(db.purge, ("lamp",))]) == [3]
     assert db.queues(other) == []
+    # The server sees another process wrote, and counts the file again.
     answer = results(s.put("lamp", "app", b"{}", 9, 10_000))
     clock.advance(0)
     assert answer == [Status.STORED]
 
 
 def test_counts_and_bytes_follow_every_insert_and_delete(tmp_path):
-    conn = db.connect(str(tmp_path / "m.db"))
-    bounds = Bounds(100, 1 << 20, 1 << 28)
-    db.transaction(conn, [(db.put, ("lamp", "app", b"12345", 0, 100, bounds, 0)),
-                          (db.put, ("lamp", "app", b"123", 1, 50, bounds, 0)),
-                          (db.put, ("fan", "ops", b"1", 2, 100, bounds, 0))])
-    assert [(q.device, q.count, q.bytes, q.oldest) for q in db.queues(conn)] == [
+    writer = db.Writer(db.connect(str(tmp_path / "m.db")))
+    bounds = Bounds(2, 1 << 20, 1 << 28)
+    Put = db.Writer.put
+    assert writer.batch([(Put, ("lamp", "app", b"12345", 0, 100, bounds, 0)),
+                         (Put, ("lamp", "app", b"123", 1, 50, bounds, 0)),
+                         (Put, ("lamp", "app", b"1", 1, 50, bounds, 0)),
+                         (Put, ("fan", "ops", b"1", 2, 100, bounds, 0))]) == [
+        (Status.STORED, 0), (Status.STORED, 0), (Status.QUOTA_LIMIT, 0), (Status.STORED, 0)]
+    assert [(q.device, q.count, q.bytes, q.oldest) for q in db.queues(writer.conn)] == [
         ("fan", 1, 4, 2), ("lamp", 2, 14, 0)]
-    assert conn.execute("SELECT count, bytes FROM totals").fetchone() == (3, 18)
-    assert db.transaction(conn, [(db.sweep, (50,))]) == [1]
-    assert conn.execute("SELECT count, bytes FROM totals").fetchone() == (2, 12)
-    [first] = db.fetch(conn, "lamp", None, 10, 0)
-    assert db.transaction(conn, [(db.remove, ("lamp", first.key)),
-                                 (db.remove, ("lamp", first.key))]) == [True, False]
-    assert [q.device for q in db.queues(conn)] == ["fan"]
+    assert (writer.counts, writer.total) == ({"lamp": [2, 14], "fan": [1, 4]}, 18)
+    assert writer.batch([(db.Writer.sweep, (50,))]) == [1]
+    assert (writer.counts, writer.total) == ({"lamp": [1, 8], "fan": [1, 4]}, 12)
+    [first] = writer.batch([(db.Writer.fetch, ("lamp", None, 10, 0))])[0]
+    assert writer.batch([(db.Writer.remove, ("lamp", first.key)),
+                         (db.Writer.remove, ("lamp", first.key))]) == [True, False]
+    assert (writer.counts, writer.total) == ({"fan": [1, 4]}, 4)
+
+
+def test_a_full_queue_makes_room_by_deleting_its_expired_messages(tmp_path):
+    writer = db.Writer(db.connect(str(tmp_path / "m.db")))
+    bounds = Bounds(2, 1 << 20, 21)
+    Put = db.Writer.put
+    writer.batch([(Put, ("lamp", "app", b"1", 0, 10, bounds, 0)),
+                  (Put, ("lamp", "app", b"2", 0, 99, bounds, 0)),
+                  (Put, ("fan", "app", b"3", 0, 10, bounds, 0))])
+    # lamp is full, one of its two expired; the store's total is near its bound.
+    assert writer.batch([(Put, ("lamp", "app", b"4", 0, 99, bounds, 10))]) == [
+        (Status.STORED, 1)]
+    assert writer.batch([(Put, ("pump", "app", b"5" * 10, 0, 99, bounds, 10))]) == [
+        (Status.STORED, 1)], "over the total: anyone's expired messages go"
+    assert [q.device for q in db.queues(writer.conn)] == ["lamp", "pump"]
 
 
 def test_close_commits_what_was_accepted(tmp_path):
