@@ -19,8 +19,8 @@ import pytest
 from hypertcp.client import Client
 from hypertcp.protocol.commands import Command, Status
 from tests.daemon import hypertcp
+from tests.firmware import Device
 from tests.raw import Raw
-from tests.redis_server import redis  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_offline_device_gets_its_message_at_login_once(start_daemon, token, flee
     with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
         first_message_is_live(server.port, lamp, app)
         # Without qos, an offline device is still 7, as it always was.
-        assert app.send("lamp", {"n": 1}) == Status.DEVICE_NOT_IN_NETWORK
+        assert app.send("fan", {"n": 1}) == Status.DEVICE_NOT_IN_NETWORK
 
 
 def test_a_stored_message_survives_sigkill_and_arrives_exactly_once(start_daemon, token, fleet):
@@ -178,18 +178,46 @@ def test_clustered_stored_via_one_node_delivered_at_another(start_daemon, redis,
         first_message_is_live(two.port, lamp, app)
 
 
-def test_the_esp32_library_receives_and_acknowledges_stored_messages(start_daemon, token, fleet,
-                                                                     device, tmp_path):
+def test_the_esp32_library_stores_with_qos_and_takes_what_was_stored(start_daemon, token, fleet,
+                                                                    device, tmp_path):
     server = start_daemon("--idle-timeout", "60")
     esp32 = token("esp32-1")
+    where = ("--store", str(tmp_path / "hypertcp-messages.db"))
     with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
         for n in range(12):  # more than the window of 8
             assert app.send("esp32-1", {"n": n}, qos=1) == Status.STORED
     d = device(esp32, server.port)
     d.expect("connected")
-    got = []
-    for _ in range(12):
-        kind, sender, text = d.expect(r"message app .*").group(0).split(" ", 2)
-        got.append(json.loads(text)["n"])
+    got = [json.loads(d.expect(r"message app .*").group(0).split(" ", 2)[2])["n"]
+           for _ in range(12)]
     assert got == list(range(12))
-    nothing_stored_for("esp32-1", "--store", str(tmp_path / "hypertcp-messages.db"))
+    nothing_stored_for("esp32-1", *where)
+    # sendMessage(target, json, HYPER_TCP_QOS_1) to a device that is away: 202.
+    msg_id = d.send("sendq", "lamp", '{"switch":"on"}')
+    d.expect(f"response {msg_id} {int(Status.STORED)}")
+    [queued] = queue_list(*where)
+    assert (queued["device"], queued["count"]) == ("lamp", 1)
+
+
+def test_an_original_firmware_device_takes_stored_messages_in_step(start_daemon, token, fleet,
+                                                                   build, tmp_path):
+    server = start_daemon("--idle-timeout", "60")
+    legacy = token("legacy-1")
+    with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+        for n in range(3):
+            assert app.send("legacy-1", {"n": n}, qos=1) == Status.STORED
+    d = Device(build / "original", "--token", legacy, "--host", "127.0.0.1",
+               "--port", str(server.port))
+    try:
+        d.expect("login-ok")
+        for n in range(3):
+            _, sender, text = d.expect(r"message .*").group(0).split(" ", 2)
+            # The contract's frame exactly: no "queued_at" for a device below level 2.
+            assert (sender, json.loads(text)) == ("app", {"n": n})
+        nothing_stored_for("legacy-1", "--store", str(tmp_path / "hypertcp-messages.db"))
+        with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+            assert app.send("legacy-1", {"live": True}, ack=True) == Status.SUCCESS
+            _, sender, text = d.expect(r"message .*").group(0).split(" ", 2)
+            assert (sender, json.loads(text)) == ("app", {"live": True}), "still in step"
+    finally:
+        d.close()
