@@ -178,6 +178,32 @@ def test_clustered_stored_via_one_node_delivered_at_another(start_daemon, redis,
         first_message_is_live(two.port, lamp, app)
 
 
+def test_clustered_bounds_expiry_sweep_and_purge_in_redis(start_daemon, redis, token, fleet):
+    node = start_daemon("--cluster", redis.url, "--rate-limit", "0",
+                        "--set", "store.max_queued=3", "--set", "store.sweep_interval=0.2")
+    node.wait_for_log("is up")
+    lamp = token("lamp")
+    cluster = ("--cluster", redis.url)
+    with Client("127.0.0.1", node.port, fleet, "app", timeout=10).connect() as app:
+        assert app.send("lamp", {"n": 0}, qos=1, ttl=0.3) == Status.STORED
+        assert [app.send("lamp", {"n": n}, qos=1) for n in (1, 2, 3)] == [
+            Status.STORED, Status.STORED, Status.QUOTA_LIMIT]
+        # The sweep deletes the expired one, and its place is free again.
+        eventually(lambda: queue_list(*cluster)[0]["count"] == 2, "the sweep")
+        assert app.send("lamp", {"n": 4}, qos=1) == Status.STORED
+        assert app.send("fan", {"n": 5}, qos=1) == Status.STORED
+        purged = hypertcp("queue", "purge", "fan", *cluster)
+        assert purged.stdout.startswith("purged 1 message stored for fan"), purged
+        assert [q["device"] for q in queue_list(*cluster)] == ["lamp"]
+        with Client("127.0.0.1", node.port, lamp, timeout=10).connect() as device:
+            assert [device.receive(10).payload["n"] for _ in range(3)] == [1, 2, 4]
+        nothing_stored_for("lamp", *cluster)
+    assert redis.cli("GET", "hypertcp:queue-total").strip() == "0"
+    # Nothing per device is left behind: only the total and, for a moment, the sweep's lock.
+    assert set(redis.cli("KEYS", "hypertcp:queue*").split()) <= {"hypertcp:queue-total",
+                                                                 "hypertcp:queue-sweep"}
+
+
 def test_the_esp32_library_stores_with_qos_and_takes_what_was_stored(start_daemon, token, fleet,
                                                                     device, tmp_path):
     server = start_daemon("--idle-timeout", "60")

@@ -134,6 +134,12 @@ return {#devices, expired}
 """
 
 
+def _next_id(key: str) -> str:
+    """The stream id right after C{key} ("(" ranges are Redis 6.2's; this works on 6.0)."""
+    ms, _, seq = key.partition("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
 def _entry(item: list) -> Stored:
     """A stream entry [id, [field, value, ...]] as a L{Stored}."""
     key, flat = item
@@ -196,7 +202,7 @@ class RedisStore:
         return Status.STORED if stored else Status.QUOTA_LIMIT
 
     def fetch(self, device_id: str, after: Optional[str], limit: int) -> Deferred:
-        start = "-" if after is None else f"({after}"
+        start = "-" if after is None else _next_id(after)
         return self.call("XRANGE", self.keys.queue(device_id), start, "+", "COUNT",
                          limit).addCallback(lambda items: [_entry(item) for item in items or ()])
 
