@@ -21,11 +21,6 @@ class Stored(NamedTuple):
     queued_at: int
     expires_at: int
 
-    @property
-    def size(self) -> int:
-        """What it counts against C{max_queued_bytes}: sender and payload."""
-        return len(self.payload) + len(self.sender.encode("utf-8"))
-
     def body(self, queued_at: bool = True) -> bytes:
         """
         The JSON_MESSAGE body it is delivered as: C{{"from", "payload",

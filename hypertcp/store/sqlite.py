@@ -145,6 +145,8 @@ class Writer:
         self.seq = 0
         self.counts: dict[str, list[int]] = {}  # device -> [messages, bytes]
         self.total = 0
+        #: Messages deleted because they expired (swept, or to make room).
+        self.expired = 0
         self._rows: list[tuple] = []  # puts not yet inserted
         self._version = -1
         conn.execute("BEGIN")
@@ -208,19 +210,18 @@ class Writer:
     # -- the operations --
 
     def put(self, device: str, sender: str, payload: bytes, queued_at: int, expires_at: int,
-            bounds: Bounds, now: int) -> tuple[int, int]:
-        """Append within the bounds: (STORED or QUOTA_LIMIT, messages expired to make room)."""
+            bounds: Bounds, now: int) -> int:
+        """Append within the bounds: STORED, or QUOTA_LIMIT."""
         n = size(sender, payload)
-        expired = 0
         if not self._fits(device, n, bounds):
             # Full -- perhaps of messages that expired and wait for the
             # sweep: they do not count, and go now.
             self._insert()
-            expired = self._expire(now, device)
+            self._expire(now, device)
             if not self._fits(device, n, bounds) and self.total + n > bounds.max_total_bytes:
-                expired += self._expire(now)
+                self._expire(now)
             if not self._fits(device, n, bounds):
-                return Status.QUOTA_LIMIT, expired
+                return Status.QUOTA_LIMIT
         self.seq += 1
         self._rows.append((self.seq, device, sender, payload, n, queued_at, expires_at))
         counted = self.counts.get(device)
@@ -230,7 +231,7 @@ class Writer:
             counted[0] += 1
             counted[1] += n
         self.total += n
-        return Status.STORED, expired
+        return Status.STORED
 
     def _expire(self, now: int, device: Optional[str] = None) -> int:
         """Delete expired messages (one device's, or a chunk of anyone's); how many."""
@@ -244,6 +245,7 @@ class Writer:
                 (device, now)).fetchall()
         for owner, n in gone:
             self._forget(owner, n)
+        self.expired += len(gone)
         return len(gone)
 
     def fetch(self, device: str, after: Optional[int], limit: int, now: int) -> list[Stored]:
@@ -312,8 +314,6 @@ class SQLiteStore:
             pool = self._pool
             run = lambda f, *args: deferToThreadPool(clock, pool, f, *args)  # noqa: E731
         self._run = run
-        #: Messages deleted because they expired (by sweeps, or to make room).
-        self.expired = 0
         #: Batches committed, and the operations in them: how well group commit groups.
         self.batches = self.operations = 0
         self._pending: list[tuple[Callable, tuple, Deferred]] = []
@@ -385,12 +385,12 @@ class SQLiteStore:
             expires_at: int) -> Deferred:
         now = int(self.clock.seconds() * 1000)
         return self._submit(Writer.put, device_id, sender, payload, queued_at, expires_at,
-                            self.bounds, now).addCallback(self._put)
+                            self.bounds, now)
 
-    def _put(self, outcome: tuple[int, int]) -> int:
-        status, expired = outcome
-        self.expired += expired
-        return status
+    @property
+    def expired(self) -> int:
+        # The writer's count, read across threads: an int, read whole.
+        return self._writer.expired
 
     def fetch(self, device_id: str, after: Optional[int], limit: int) -> Deferred:
         return self._submit(Writer.fetch, device_id, after, limit,
@@ -415,7 +415,6 @@ class SQLiteStore:
         def swept(count: int) -> Any:
             nonlocal total
             total += count
-            self.expired += count
             if count < SWEEP_CHUNK or self._closed is not None:
                 return total
             return self._submit(Writer.sweep, now).addCallback(swept)
