@@ -247,3 +247,19 @@ def test_an_original_firmware_device_takes_stored_messages_in_step(start_daemon,
             assert (sender, json.loads(text)) == ("app", {"live": True}), "still in step"
     finally:
         d.close()
+
+
+def test_the_qos_bench_reports_stored_throughput_and_an_ordered_drain():
+    # Figures come out and the drain is whole and in order; how fast is for
+    # docs/performance.rst, never asserted here.
+    result = hypertcp("bench", "--qos", "1", "--pairs", "2", "--window", "8", "--duration", "0.5",
+                      "--warmup", "0.2", "--backlog", "300", "--json", "--quiet", timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for run in ("plain", "qos_online", "stored"):
+        assert figures[run]["msgs_per_s"] > 0 and figures[run]["probes"] > 0
+    assert set(figures["stored"]["answers"]) == {"STORED"}
+    assert set(figures["plain"]["answers"]) == set(figures["qos_online"]["answers"]) == {"SUCCESS"}
+    drain = figures["drain"]
+    assert (drain["backlog"], drain["in_order"], drain["duplicated"]) == (300, True, 0)
+    assert figures["stored_to_plain"] > 0
