@@ -113,9 +113,9 @@ def add_parser(subparsers: Any) -> None:
                         help="1: instead, measure qos-1 messages -- stored for offline devices "
                              "and delivered to online ones -- against plain ones, and the drain "
                              "of a backlog at login (default: %(default)s)")
-    stored.add_argument("--backlog", type=int, default=10000, metavar="N",
-                        help="with --qos 1: messages stored for one device before it logs in "
-                             "(default: %(default)s)")
+    stored.add_argument("--queued", type=int, default=10000, metavar="N",
+                        help="with --qos 1: messages stored for one device before it logs in, "
+                             "whose drain is timed (default: %(default)s)")
     idle = parser.add_argument_group("idle fleet")
     idle.add_argument("--idle", type=int, metavar="N",
                       help="instead of pairs: N logged-in connections that only heartbeat "

@@ -258,8 +258,8 @@ def run(args: argparse.Namespace) -> None:
     """The whole C{--qos 1} run: start (or use) a server, measure, show."""
     from hypertcp.bench.peers import start_hypertcp
 
-    if args.pairs < 1 or args.window < 1 or args.backlog < 1:
-        raise BenchError("--pairs, --window and --backlog must be at least 1")
+    if args.pairs < 1 or args.window < 1 or args.queued < 1:
+        raise BenchError("--pairs, --window and --queued must be at least 1")
     if args.port is not None:
         if not args.token:
             raise BenchError("a running server needs --token (a fleet token)")
@@ -277,9 +277,9 @@ def run(args: argparse.Namespace) -> None:
                 print(f"hypertcp bench --qos 1: {name} ...", file=sys.stderr, flush=True)
             figures[name] = throughput(broker, token, f"bench-{name}-{stamp}", qos, online, args)
         if not args.quiet:
-            print(f"hypertcp bench --qos 1: a backlog of {args.backlog:,} ...", file=sys.stderr,
+            print(f"hypertcp bench --qos 1: a backlog of {args.queued:,} ...", file=sys.stderr,
                   flush=True)
-        figures["drain"] = drain(broker, token, args.backlog, args.payload)
+        figures["drain"] = drain(broker, token, args.queued, args.payload)
         figures["memory"] = broker.memory()
     finally:
         broker.stop()
@@ -302,7 +302,7 @@ def show(args: argparse.Namespace, figures: dict) -> None:
     if args.json:
         print(json.dumps({"scenario": {"pairs": args.pairs, "window": args.window,
                                        "payload": args.payload, "duration": args.duration,
-                                       "warmup": args.warmup, "backlog": args.backlog},
+                                       "warmup": args.warmup, "queued": args.queued},
                           **figures}, indent=2))
         return
     print(f"{args.pairs} senders, window {args.window} each, {args.payload}-byte payload, "
