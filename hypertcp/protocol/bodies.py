@@ -197,7 +197,7 @@ def parse_send(command: int, payload: bytes) -> Send:
         raise BadBody('"ttl" must be a positive number of seconds')
     if qos and target == "broadcast":
         raise BadBody('"qos" is for messages to one device, not broadcasts')
-    return Send(target, inner, body.get("ack") is True, qos, ttl)
+    return _new(Send, (target, inner, body.get("ack") is True, qos, ttl))
 
 
 # -- what the server sends ----------------------------------------------------

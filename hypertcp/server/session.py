@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 # The per-frame path compares against these names: on Python 3.11 every
 # Command.X or Status.X lookup costs about 60 ns, ten of them per message.
-RESPONSE, SUCCESS = Command.RESPONSE, Status.SUCCESS
+RESPONSE, SUCCESS, STORED = Command.RESPONSE, Status.SUCCESS, Status.STORED
 # RESPONSE frames a peer may send beyond the frames it was sent: acks are
 # never answered or rate-limited, so past this they are a flood.
 SPARE_RESPONSES = 1000
@@ -363,7 +363,7 @@ class Session(FrameReceiver):
             result.addCallback(self._answer, frame.msg_id)
 
     def _answer(self, status: int, msg_id: int) -> None:
-        if status != SUCCESS:
+        if status != SUCCESS and status != STORED:  # STORED is a success, counted as stored
             self.factory.count(Status(status).name.lower())
             if self.proto < PROTOCOL_LEVEL:
                 # It will read an empty RESPONSE: the log is where the status goes.

@@ -58,8 +58,13 @@ CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device, seq);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_at);
 """
 
-_INSERT = ("INSERT INTO messages (seq, device, sender, payload, size, queued_at, expires_at) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_INSERT = "INSERT INTO messages (seq, device, sender, payload, size, queued_at, expires_at) VALUES "
+_ROW = "(?, ?, ?, ?, ?, ?, ?)"
+#: Rows per INSERT statement.  Python's sqlite3 lets go of the GIL around
+#: each step of a statement, and the reactor's thread is busy under load:
+#: a row per step would hand the GIL over once per message, each time
+#: waiting for the reactor to yield it.  One step per 64 rows does not.
+INSERT_ROWS = 64
 _COLUMNS = "seq, sender, payload, queued_at, expires_at"
 
 
@@ -78,8 +83,9 @@ def connect(path: str, synchronous: str = "full", create: bool = True) -> sqlite
     if not create and path != ":memory:":
         target, uri = f"file:{path}?mode=rw", True
     try:
+        # Room in the statement cache for an INSERT of each size up to INSERT_ROWS.
         conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None,
-                               check_same_thread=False, uri=uri)
+                               check_same_thread=False, uri=uri, cached_statements=256)
     except sqlite3.OperationalError as e:
         raise StoreFileError(f"cannot open the message store {path}: {e}") from None
     try:
@@ -148,6 +154,7 @@ class Writer:
         #: Messages deleted because they expired (swept, or to make room).
         self.expired = 0
         self._rows: list[tuple] = []  # puts not yet inserted
+        self._statements: dict[int, str] = {}  # an INSERT of n rows, by n
         self._version = -1
         conn.execute("BEGIN")
         try:
@@ -190,9 +197,14 @@ class Writer:
         return results
 
     def _insert(self) -> None:
-        if self._rows:
-            self.conn.executemany(_INSERT, self._rows)
-            self._rows.clear()
+        rows = self._rows
+        for start in range(0, len(rows), INSERT_ROWS):
+            chunk = rows[start:start + INSERT_ROWS]
+            statement = self._statements.get(len(chunk))
+            if statement is None:
+                statement = self._statements[len(chunk)] = _INSERT + ", ".join([_ROW] * len(chunk))
+            self.conn.execute(statement, [value for row in chunk for value in row])
+        rows.clear()
 
     def _fits(self, device: str, size: int, bounds: Bounds) -> bool:
         count, used = self.counts.get(device) or (0, 0)
@@ -383,9 +395,9 @@ class SQLiteStore:
 
     def put(self, device_id: str, sender: str, payload: bytes, queued_at: int,
             expires_at: int) -> Deferred:
-        now = int(self.clock.seconds() * 1000)
+        # It is accepted now: its queued_at is the now its bounds are checked at.
         return self._submit(Writer.put, device_id, sender, payload, queued_at, expires_at,
-                            self.bounds, now)
+                            self.bounds, queued_at)
 
     @property
     def expired(self) -> int:
