@@ -79,6 +79,8 @@ class Backlog:
         self.in_flight = 0
         self.sent = 0
         self.done = False
+        #: Why the store could not be read, when that ended the backlog.
+        self.failure: Any = None
         self._fetching = False
         self._exhausted = False  # the last page came back short
         # Messages stored for the device while this runs, and how many the
@@ -129,7 +131,8 @@ class Backlog:
 
     def _failed(self, failure: Any) -> None:
         self._fetching = False
-        self._end(f"the message store failed: {failure.getErrorMessage()}")
+        self.failure = failure
+        self._end("the message store could not be read")
 
     # -- sending --
 

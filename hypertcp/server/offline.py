@@ -150,6 +150,8 @@ class Offline:
         return Status.SERVER_EXCEPTION
 
     def _failed(self, what: str, failure: Any) -> None:
+        if failure.check(ConnectionError):
+            return  # a store that cannot be reached (Redis away): its link says so, once
         now = self.clock.seconds()
         if now - self._failure_logged >= FAILURE_LOG_INTERVAL:
             self._failure_logged = now
@@ -198,7 +200,9 @@ class Offline:
     def _ended(self, backlog: Backlog, why: Optional[str]) -> None:
         if self.backlogs.get(backlog.device_id) is backlog:
             del self.backlogs[backlog.device_id]
-        if why is not None:
+        if backlog.failure is not None:
+            self._failed(f"reading {backlog.device_id}'s stored messages", backlog.failure)
+        elif why is not None:
             self.log.info("{device}: stored messages paused after {sent} sent: {why}; the rest "
                           "at its next login", device=backlog.device_id, sent=backlog.sent,
                           why=why)

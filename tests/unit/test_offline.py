@@ -449,6 +449,34 @@ def test_a_failing_store_answers_19_and_the_server_goes_on(h):
     assert not lamp.closing
 
 
+def test_a_failing_store_is_logged_once_per_interval_not_per_message(h, logged):
+    h.store.conn.close()
+    for n in range(5):
+        assert h.send("lamp", {"n": n}, qos=1) == Status.SERVER_EXCEPTION
+    h.login()
+    assert len([line for line in logged if line.startswith("message store: ")]) == 1
+
+
+def test_an_unreachable_store_answers_19_and_leaves_the_saying_to_its_link(tmp_path, logged):
+    from hypertcp.cluster.keys import Keys
+    from hypertcp.cluster.redis import RedisLink
+    from hypertcp.cluster.url import parse
+    from hypertcp.store.redis import RedisStore
+
+    from twisted.internet import reactor
+
+    # A link never started, so never connected: every command fails at once,
+    # as while Redis is away.
+    link = RedisLink(parse("redis://127.0.0.1:1/0"), [], lambda *a: None, lambda: None,
+                     lambda: None, reactor=reactor)
+    h = Harness(tmp_path)
+    h.offline.store = RedisStore(link.call, Keys(), Bounds(10, 1000, 10000), h.clock)
+    assert h.send("lamp", {"x": 1}, qos=1) == Status.SERVER_EXCEPTION
+    h.login()
+    assert h.offline.stats()["failed"] == 1
+    assert not [line for line in logged if "message store" in line or "unreachable" in line]
+
+
 def test_stats_carry_the_store_counts(h):
     h.send("lamp", {"x": 1}, qos=1)
     token = h.server.token("ops", "observer")
