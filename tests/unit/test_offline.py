@@ -489,3 +489,29 @@ def test_stats_carry_the_store_counts(h):
                if body["payload"].get("command") == "stats"]
     assert stats["store"]["stored"] == 1
     assert {"delivered", "expired", "refused", "failed", "backlogs"} <= set(stats["store"])
+
+
+# -- clients -------------------------------------------------------------------
+
+def test_the_twisted_client_sends_qos_and_ttl_and_hears_stored():
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from hypertcp.client.txclient import HyperTCPClientFactory
+    from hypertcp.protocol.frames import Decoder, response
+
+    clock = Clock()
+    factory = HyperTCPClientFactory("secret", "app", clock=clock)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(response(1, Status.SUCCESS, login=True))
+    transport.clear()
+    answers: list = []
+    protocol.send("lamp", {"on": True}, qos=1, ttl=60).addCallback(answers.append)
+    [frame] = Decoder().feed(transport.value())
+    assert json.loads(frame.payload) == {"targetId": "lamp", "payload": {"on": True},
+                                         "qos": 1, "ttl": 60}
+    protocol.dataReceived(response(frame.msg_id, Status.STORED))
+    assert answers == [Status.STORED]
+    protocol.connectionLost(None)
