@@ -9,12 +9,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from hypertcp.bench import mqtt, peers, report
 from hypertcp.bench.errors import BenchError
+from hypertcp.bench.frames import HyperTCP, Sink
 from hypertcp.bench.message import payload_template
+from hypertcp.bench.pair import Pair
+from hypertcp.protocol.bodies import Login, parse_delivery, parse_login, parse_send
+from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import Decoder, encode, response
 from tests.daemon import hypertcp
 
 SHORT = ("--pairs", "3", "--duration", "1", "--warmup", "0.2", "--quiet", "--json")
@@ -119,3 +126,65 @@ def test_message_layout():
     assert mqtt._varint(127) == b"\x7f"
     assert mqtt._varint(321) == b"\xc1\x02"
     assert mqtt._varint(16384) == b"\x80\x80\x01"
+
+
+def test_frames_are_the_protocols():
+    # The bench's precomputed templates must make exactly what the protocol
+    # package makes, or the figures would measure some other protocol.
+    proto = HyperTCP("secret")
+    inner = payload_template(64)
+    template = proto.template("bench-s-3", "bench-r-3", inner)
+    frames = Decoder().feed(proto.batch(template, 65534, 3, 1000, 7))
+    assert [f.command for f in frames] == [Command.JSON_MESSAGE] * 3
+    assert [f.msg_id for f in frames] == [65535, 1, 2]  # never 0
+    sent = [parse_send(f.command, f.payload) for f in frames]
+    assert [s.target for s in sent] == ["bench-r-3"] * 3
+    assert [s.payload["seq"] for s in sent] == ["0000065534", "0000065535", "0000065536"]
+    assert [int(s.payload["ts"]) for s in sent] == [1000, 1007, 1014]
+    (login,) = Decoder().feed(proto.hello("bench-r-3", True))
+    assert login.command == Command.LOGIN
+    assert parse_login(login.payload) == Login("secret", "bench-r-3", proto=2)
+    assert proto.welcome(True) == response(login.msg_id, Status.SUCCESS, login=True)
+
+    sink = Sink("").template("bench-s-3", "bench-r-3", inner)
+    (delivered,) = Decoder().feed(Sink("").batch(sink, 0, 1, 5, 0))
+    message = parse_delivery(delivered)
+    assert message.sender == "bench-s-3" and message.payload["seq"] == "0000000000"
+
+
+def test_receiver_counts_and_acknowledges_through_the_protocol():
+    proto = HyperTCP("secret")
+    pair = Pair(0, b"")
+    body = b'{"from":"bench-s-0","payload":' + payload_template(64) % (0, 10) + b"}"
+    stream = (encode(Command.JSON_MESSAGE, 9, body) + encode(Command.PING, 4)
+              + encode(Command.JSON_MESSAGE, 10, body)[:7])  # the last one half-read
+    out: list[bytes] = []
+    lat: list[int] = []
+    used = proto.receive(pair, stream, 25, lat, out, ack=True)
+    assert used == len(encode(Command.JSON_MESSAGE, 9, body)) + len(encode(Command.PING, 4))
+    assert out == [response(9), response(4)]
+    assert (pair.unique, pair.dups, pair.bad, lat) == (1, 0, 0, [15])
+    answers = response(1) + response(2, Status.QUOTA_LIMIT) + encode(Command.PING, 5)
+    out.clear()
+    assert proto.answers(pair, answers, out) == (len(answers), 2)
+    assert pair.refused == 1 and out == [response(5)]
+
+
+def test_bench_without_epoll():
+    # macOS and the BSDs have no epoll: every other command must work there,
+    # `hypertcp bench --help` too, and the bench itself says why it cannot run.
+    script = ("import runpy, select, sys; del select.epoll, select.EPOLLIN, select.EPOLLOUT; "
+              "import hypertcp.bench.load, hypertcp.bench.fleet, hypertcp.bench.sockets; "
+              "sys.argv = ['hypertcp'] + sys.argv[1:]; "
+              "runpy.run_module('hypertcp.cli', run_name='__main__')")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                              text=True, timeout=60)
+
+    helped = cli("bench", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--pairs" in helped.stdout
+    refused = cli("bench", "--pairs", "1", "--duration", "1")
+    assert refused.returncode == 1
+    assert "epoll" in refused.stderr and "Traceback" not in refused.stderr

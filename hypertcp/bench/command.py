@@ -20,7 +20,9 @@ def _bench(args: argparse.Namespace) -> None:
     from hypertcp.bench.load import run_pairs
     from hypertcp.bench.message import payload_template
     from hypertcp.bench.peers import Broker, sink, start_hypertcp, start_mosquitto
-    from hypertcp.bench.sockets import raise_nofile
+    from hypertcp.bench.sockets import raise_nofile, require_epoll
+
+    require_epoll()
 
     idle = args.idle is not None
     per_broker = 2 * args.pairs if not idle else args.idle

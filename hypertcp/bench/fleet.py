@@ -13,7 +13,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from hypertcp.bench.report import Progress
-from hypertcp.bench.sockets import IN, Conn, open_many
+from hypertcp.bench.sockets import Conn, open_many
 from hypertcp.bench.workers import gather, ready, spawn, stop
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def heartbeat(proto: Any, conns: list[Conn], *, go: float, duration: float, ever
     by_fd = {}
     for conn in conns:
         by_fd[conn.fd] = conn
-        ep.register(conn.fd, IN)
+        ep.register(conn.fd, select.EPOLLIN)
     rate = len(conns) / every
     due_sent = answered = closed = 0
     out: list[bytes] = []

@@ -14,27 +14,15 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from hypertcp.bench.message import payload_template
+from hypertcp.bench.pair import Pair
 from hypertcp.bench.report import Progress
-from hypertcp.bench.sockets import IN, OUT, Conn, open_many, socket_pairs
+from hypertcp.bench.sockets import Conn, open_many, socket_pairs
 from hypertcp.bench.workers import gather, ready, spawn, stop
 
 if TYPE_CHECKING:
     from hypertcp.bench.peers import Broker
 
 DRAIN = 5.0  # seconds after the run for what is in flight to arrive
-
-
-class Pair:
-    """A sender and its receiver, and the count of what went between them."""
-
-    __slots__ = ("index", "sender", "receiver", "template", "sent", "expected", "unique",
-                 "dups", "bad", "refused")
-
-    def __init__(self, index: int, template: bytes) -> None:
-        self.index = index
-        self.template = template
-        self.sent = self.expected = self.unique = 0
-        self.dups = self.bad = self.refused = 0
 
 
 def _connect_pairs(proto: Any, address: Optional[tuple[str, int]], first: int, count: int,
@@ -69,6 +57,7 @@ def drive(proto: Any, pairs: list[Pair], *, go: float, warmup: float, duration: 
     pairs, and carries that due time as its send time: a server that falls
     behind shows as latency, not as a quietly lower rate.
     """
+    IN, OUT, ERR = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
     ep = select.epoll()
     by_fd: dict[int, Conn] = {}
     for pair in pairs:
@@ -161,7 +150,7 @@ def drive(proto: Any, pairs: list[Pair], *, go: float, warmup: float, duration: 
                 send(conn, data)
                 if not conn.outbuf and conn.open:
                     ep.modify(fd, IN)
-            if not event & (IN | select.EPOLLERR | select.EPOLLHUP) or not conn.open:
+            if not event & (IN | ERR) or not conn.open:
                 continue
             buf = conn.read(ep)
             if buf is None:

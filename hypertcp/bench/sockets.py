@@ -11,15 +11,22 @@ import resource
 import select
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from hypertcp.bench.errors import BenchError
-
-if TYPE_CHECKING:
-    from hypertcp.bench.load import Pair
+from hypertcp.bench.pair import Pair
 
 RECV_SIZE = 256 * 1024
-IN, OUT = select.EPOLLIN, select.EPOLLOUT
+
+
+def require_epoll() -> None:
+    """
+    Fail with a clear reason where there is no epoll (macOS, BSD).  The
+    event bits are read where they are used, never at import, so importing
+    the bench never fails for it.
+    """
+    if not hasattr(select, "epoll"):
+        raise BenchError("the load generator needs epoll, which only Linux has")
 
 
 class Conn:
@@ -80,6 +87,7 @@ def open_many(address: tuple[str, int], greetings: list[tuple[bytes, bytes]],
     Returns each socket with whatever came after its welcome.
     """
     results: list[Any] = [None] * len(greetings)
+    IN, OUT = select.EPOLLIN, select.EPOLLOUT
     ep = select.epoll()
     pending: dict[int, list] = {}
     started = done = 0
