@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from hypertcp.protocol.bodies import delivery_body, event_body, telemetry_body
 from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.jsoncodec import dumps as _dumps
 from hypertcp.server.interfaces import IPeer
 
 #: deviceStatus events sent to a new observer per reactor turn.
@@ -127,7 +128,7 @@ class Hub:
         live = self.devices.get(target)
         if not live:
             return Status.DEVICE_NOT_IN_NETWORK
-        body = delivery_body(sender.device_id, payload)
+        body = _dumps({"from": sender.device_id, "payload": payload})  # delivery_body, inline
         self.delivered += len(live)
         if not ack:
             for peer in live:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 # The per-frame path compares against these names: on Python 3.11 every
 # Command.X or Status.X lookup costs about 60 ns, ten of them per message.
 RESPONSE, SUCCESS = Command.RESPONSE, Status.SUCCESS
+_pack = HEADER.pack
+_Refusal = rules.Refusal
 # RESPONSE frames a peer may send beyond the frames it was sent: acks are
 # never answered or rate-limited, so past this they are a flood.
 SPARE_RESPONSES = 1000
@@ -158,10 +160,14 @@ class Session(FrameReceiver):
                 self.abort(f"slow receiver: outbound buffer over {cap} bytes")
                 return
         batch = self.factory.batch
-        if batch.active:
-            batch.hold(self, data)
-        else:
+        if not batch.active:
             transport.write(data)
+        elif self.out is None:
+            # WriteBatch.hold, inline: this runs for every frame a read makes.
+            self.out = [data]
+            batch.held.append(self)
+        else:
+            self.out.append(data)
 
     def flush(self) -> None:
         """Hand the frames held during a read to the transport, in one write."""
@@ -169,9 +175,11 @@ class Session(FrameReceiver):
         if out and not self.dropped:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def respond(self, msg_id: int, status: int = Status.SUCCESS) -> None:
+    def respond(self, msg_id: int, status: int = SUCCESS) -> None:
         """Answer a frame: after login, as the peer's protocol level can read it."""
-        if self.device_id is None:
+        if status == SUCCESS:  # empty for everyone: the answer to nearly every frame
+            self.write(_pack(RESPONSE, msg_id, 0))
+        elif self.device_id is None:
             self.write(response(msg_id, status))
         else:
             self.write(rules.answer(msg_id, status, self.proto))
@@ -244,16 +252,25 @@ class Session(FrameReceiver):
         if self.dropped:  # aborting does not mark the transport disconnecting
             return
         command = frame.command
-        if command != RESPONSE:
-            rate = self._rate
-            if rate is not None and not rate.allow(self.last_seen):
-                self._over_rate(frame)
-                return
-            self.messages_in += 1
+        if command == RESPONSE:
+            # Half the frames under load are acknowledgements: served here,
+            # without a dispatch.
+            self._responses += 1
+            if self._responses > self.messages_out + SPARE_RESPONSES:
+                self._response_flood()
+            elif self._acks:
+                self._acks.acknowledged(frame.msg_id,
+                                        frame.payload[0] if frame.payload else SUCCESS)
+            return
+        rate = self._rate
+        if rate is not None and not rate.allow(self.last_seen):
+            self._over_rate(frame)
+            return
+        self.messages_in += 1
         handler = self._handlers.get(command)
         if handler is None:
             self._refuse(frame, *rules.action(command, self.device_id is not None))
-        elif type(handler) is rules.Refusal:
+        elif type(handler) is _Refusal:
             self._refuse(frame, *handler)
         else:
             handler(self, frame)
@@ -289,17 +306,11 @@ class Session(FrameReceiver):
 
     # -- the frames the rules serve --
 
-    def _ack(self, frame: Frame) -> None:
-        """An acknowledgement of something we delivered; never answered."""
-        self._responses += 1
-        if self._responses > self.messages_out + SPARE_RESPONSES:
-            self.factory.count("flood")
-            self.close(f"flood: {self._responses} RESPONSE frames for "
-                       f"{self.messages_out} frames sent to it")
-            return
-        if self._acks:
-            self._acks.acknowledged(frame.msg_id,
-                                    frame.payload[0] if frame.payload else SUCCESS)
+    def _response_flood(self) -> None:
+        """RESPONSE frames are never answered or rate-limited: past a margin they are a flood."""
+        self.factory.count("flood")
+        self.close(f"flood: {self._responses} RESPONSE frames for "
+                   f"{self.messages_out} frames sent to it")
 
     def _ping(self, frame: Frame) -> None:
         self.respond(frame.msg_id)
@@ -330,12 +341,13 @@ class Session(FrameReceiver):
 
     def _message(self, frame: Frame) -> None:
         try:
-            send = parse_send(frame.command, frame.payload)
+            # Unpacked as a tuple: a NamedTuple's attributes cost more, per message.
+            target, payload, ack, _qos, _ttl = parse_send(frame.command, frame.payload)
         except BadBody as e:
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
         try:
-            result = self.factory.hub.route(self, send.target, send.payload, send.ack)
+            result = self.factory.hub.route(self, target, payload, ack)
         except JSONEncodeError as e:
             # It parsed, but cannot be written again (nested too deeply): bad input.
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, f"payload cannot be relayed: {e}")
@@ -385,10 +397,11 @@ class Session(FrameReceiver):
 
 def _table(actions: dict) -> dict:
     """The protocol's rules table with each action's Session method in its place."""
-    methods = {rules.ACK: Session._ack, rules.PING: Session._ping,
+    methods = {rules.PING: Session._ping,
                rules.LOGIN: Session._login, rules.MESSAGE: Session._message}
-    return {command: methods.get(action, action) if isinstance(action, str) else action
-            for command, action in actions.items()}
+    # RESPONSE (the ACK action) is served before the table is consulted.
+    return {command: methods[action] if isinstance(action, str) else action
+            for command, action in actions.items() if action != rules.ACK}
 
 
 _BEFORE_LOGIN = _table(rules.BEFORE_LOGIN)
