@@ -13,7 +13,6 @@ import ssl
 from pathlib import Path
 
 import pytest
-from twisted.python import usage
 
 from hypertcp.client import Client
 from hypertcp.app.options import Options
@@ -157,7 +156,7 @@ def test_the_certificate_is_reloaded_on_sighup_and_on_change(
     (["--set", "tls.min_version=1.1"], "min_version"),
 ])
 def test_tls_configuration_mistakes_are_named(args: list[str], complaint: str) -> None:
-    with pytest.raises(usage.UsageError, match=complaint.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(SystemExit, match=complaint.replace("[", r"\[").replace("]", r"\]")):
         Options().parseOptions(args)
 
 

@@ -1,8 +1,15 @@
 """
 C{twistd hypertcp}'s command line: a config file and overrides of its keys.
+
+A mistake on it, or in the config file, ends the process with one line
+naming the key.  (twistd answers a L{usage.UsageError} by printing its
+whole usage text, then the error, and exiting 0; so the plugin raises
+L{SystemExit} instead.)
 """
 
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 from twisted.python import usage
 
@@ -75,6 +82,15 @@ class Options(usage.Options):
 
     config: Config
 
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd hypertcp: {e} (twistd hypertcp --help lists the options)"
+                             ) from None
+        except ConfigError as e:
+            raise SystemExit(f"twistd hypertcp: {e}") from None
+
     def postOptions(self) -> None:
         for option, target in self.keys.items():
             if self[option] is not None:
@@ -83,7 +99,4 @@ class Options(usage.Options):
             self.overrides[("server", "listen")] = " ".join(self.listen)
         for target, values in self.lists.items():
             self.overrides[target] = " ".join(values)
-        try:
-            self.config = load(self["config"], self.overrides)
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+        self.config = load(self["config"], self.overrides)
