@@ -237,4 +237,5 @@ def test_token_add_refusals(tmp_path: Path):
     assert one_line(result.stderr).startswith("hypertcp token: ")
     result = hypertcp("token", "add", "lamp", "--role", "admin", "--tokens", tokens)
     assert result.returncode == 2
-    assert hypertcp("token", "list", "--tokens", tokens).stdout == f"no tokens in {tokens}\n"
+    listing = hypertcp("token", "list", "--tokens", tokens)
+    assert listing.returncode == 1 and listing.stderr == f"hypertcp token: {tokens}: no such token file\n"

@@ -23,7 +23,7 @@ from hypertcp.app.options import Options
 from hypertcp.server import commands
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.hub import Hub
-from hypertcp.server.tokens import TokenStore
+from hypertcp.server.tokens import TokenFileError, TokenStore
 
 __all__ = ["Options", "makeService"]
 
@@ -41,7 +41,12 @@ def first_start(store: TokenStore) -> None:
 
 def node(config: Config, reactor: Any) -> HyperTCPFactory:
     """The server core: tokens, hub with its commands and plug-ins, session factory."""
-    store = TokenStore(config.server.tokens)
+    try:
+        store = TokenStore(config.server.tokens)
+    except TokenFileError as e:
+        raise ConfigError(f"{e}; fix or move it away") from None
+    except OSError as e:
+        raise ConfigError(f"token file {config.server.tokens}: {e.strerror}") from None
     if not store.exists:
         first_start(store)
     hub = Hub(reactor, config.limits.ack_timeout)
