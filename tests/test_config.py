@@ -65,3 +65,14 @@ def test_example_config_documents_every_key_and_loads():
         for key in options:
             assert f"{key} =" in text, f"etc/hypertcp.ini does not document [{section}] {key}"
     load(str(ETC))
+
+
+def test_example_config_says_which_keys_sighup_reloads():
+    from hypertcp.app.config import RELOADABLE
+    sections = {}
+    for block in ETC.read_text().split("\n[")[1:]:
+        name, _, body = block.partition("]")
+        sections[name] = body
+    for section, keys in SCHEMA.items():
+        reloaded = {(section, key) for key in keys} <= RELOADABLE
+        assert ("Reloaded on SIGHUP" in sections[section]) == reloaded, section

@@ -211,7 +211,18 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "ca": Option(_text, "",
                      "PEM CA file the nodes' certificates are checked against; empty: the system's"),
     },
+    "log": {
+        "level": Option(_choice("debug", "info", "warn", "error", "critical"), "info",
+                        "the least important level logged"),
+        "format": Option(_choice("text", "json"), "text",
+                         "text (twistd's lines) or json (one JSON object per line)"),
+    },
 }
+
+#: What SIGHUP applies to the running server when the config file changed
+#: (every other key needs a restart, and SIGHUP says so).
+RELOADABLE: frozenset[tuple[str, str]] = frozenset(
+    [("limits", key) for key in SCHEMA["limits"]] + [("log", key) for key in SCHEMA["log"]])
 
 
 @dataclass(frozen=True)
@@ -255,6 +266,12 @@ class BalancerConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one typed dataclass per section."""
 
@@ -263,6 +280,7 @@ class Config:
     tls: TLSConfig
     manhole: ManholeConfig
     balancer: BalancerConfig
+    log: LogConfig
 
 
 #: The dataclass each section is read into.
@@ -314,6 +332,17 @@ def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], s
     config = Config(**sections)
     _check(config)
     return config
+
+
+def changes(old: Config, new: Config) -> list[tuple[str, str, Any, Any]]:
+    """Every key whose value differs, as (section, key, old value, new value)."""
+    found = []
+    for section, options in SCHEMA.items():
+        before, after = getattr(old, section), getattr(new, section)
+        for key in options:
+            if getattr(before, key) != getattr(after, key):
+                found.append((section, key, getattr(before, key), getattr(after, key)))
+    return found
 
 
 def _check(config: Config) -> None:

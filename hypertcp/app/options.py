@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from twisted.python import usage
 
+from hypertcp import __version__
 from hypertcp.app.config import Config, ConfigError, load
 
 
@@ -30,6 +31,8 @@ class Options(usage.Options):
         ["tls-cert", None, None, "TLS certificate PEM file ([tls] certificate)"],
         ["tls-key", None, None, "TLS private key PEM file ([tls] key)"],
         ["tls-ca", None, None, "CA PEM file for device certificates ([tls] ca)"],
+        ["log-level", None, None, "debug, info, warn, error or critical ([log] level)"],
+        ["log-format", None, None, "text, or json for one JSON object per line ([log] format)"],
     ]
     # Options whose value lands on one config key.
     keys = {
@@ -41,6 +44,8 @@ class Options(usage.Options):
         "tls-cert": ("tls", "certificate"),
         "tls-key": ("tls", "key"),
         "tls-ca": ("tls", "ca"),
+        "log-level": ("log", "level"),
+        "log-format": ("log", "format"),
     }
 
     def __init__(self) -> None:
@@ -71,6 +76,11 @@ class Options(usage.Options):
     def opt_backend(self, address: str) -> None:
         """A node the balancer sends devices to, HOST:PORT ([balancer] backends; repeatable)"""
         self.lists.setdefault(("balancer", "backends"), []).append(address)
+
+    def opt_version(self) -> None:
+        """Print the HyperTCP version and exit"""
+        print(f"HyperTCP {__version__}")
+        raise SystemExit(0)
 
     def opt_set(self, assignment: str) -> None:
         """Set any config key: --set section.key=value (repeatable)"""

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any, Callable, Optional, Sequence
 
+from hypertcp import __version__
 from hypertcp.bench.command import add_parser as add_bench_parser
 from hypertcp.cli.certs import add_parser as add_certs_parser
 from hypertcp.cli.common import CommandError, UsageError
@@ -30,6 +31,7 @@ def _describe(error: OSError, args: argparse.Namespace) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hypertcp", description="Talk to a HyperTCP server and manage its tokens.")
+    parser.add_argument("--version", action="version", version=f"hypertcp {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_parser in COMMANDS:
         add_parser(subparsers)
