@@ -178,6 +178,7 @@ def test_the_command_line_speaks_tls_with_a_ca(start_daemon, token, certs: Path)
     refused = hypertcp("ping", *common, "--tls")
     assert refused.returncode == 1
     assert "certificate" in refused.stderr.lower()
+    assert "use --ca FILE to verify the server against your CA" in refused.stderr
 
 
 def test_reissuing_over_a_readable_key_makes_it_private_again(tmp_path: Path) -> None:
