@@ -1,11 +1,19 @@
 """
 C{twistd hypertcp}'s command line: a config file and overrides of its keys.
+
+A mistake on it, or in the config file, ends the process with one line
+naming the key.  (twistd answers a L{usage.UsageError} by printing its
+whole usage text, then the error, and exiting 0; so the plugin raises
+L{SystemExit} instead.)
 """
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 from twisted.python import usage
 
+from hypertcp import __version__
 from hypertcp.app.config import Config, ConfigError, load
 
 
@@ -23,6 +31,8 @@ class Options(usage.Options):
         ["tls-cert", None, None, "TLS certificate PEM file ([tls] certificate)"],
         ["tls-key", None, None, "TLS private key PEM file ([tls] key)"],
         ["tls-ca", None, None, "CA PEM file for device certificates ([tls] ca)"],
+        ["log-level", None, None, "debug, info, warn, error or critical ([log] level)"],
+        ["log-format", None, None, "text, or json for one JSON object per line ([log] format)"],
     ]
     # Options whose value lands on one config key.
     keys = {
@@ -34,6 +44,8 @@ class Options(usage.Options):
         "tls-cert": ("tls", "certificate"),
         "tls-key": ("tls", "key"),
         "tls-ca": ("tls", "ca"),
+        "log-level": ("log", "level"),
+        "log-format": ("log", "format"),
     }
 
     def __init__(self) -> None:
@@ -65,6 +77,11 @@ class Options(usage.Options):
         """A node the balancer sends devices to, HOST:PORT ([balancer] backends; repeatable)"""
         self.lists.setdefault(("balancer", "backends"), []).append(address)
 
+    def opt_version(self) -> None:
+        """Print the HyperTCP version and exit"""
+        print(f"HyperTCP {__version__}")
+        raise SystemExit(0)
+
     def opt_set(self, assignment: str) -> None:
         """Set any config key: --set section.key=value (repeatable)"""
         name, sep, value = assignment.partition("=")
@@ -75,6 +92,15 @@ class Options(usage.Options):
 
     config: Config
 
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd hypertcp: {e} (twistd hypertcp --help lists the options)"
+                             ) from None
+        except ConfigError as e:
+            raise SystemExit(f"twistd hypertcp: {e}") from None
+
     def postOptions(self) -> None:
         for option, target in self.keys.items():
             if self[option] is not None:
@@ -83,7 +109,4 @@ class Options(usage.Options):
             self.overrides[("server", "listen")] = " ".join(self.listen)
         for target, values in self.lists.items():
             self.overrides[target] = " ".join(values)
-        try:
-            self.config = load(self["config"], self.overrides)
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+        self.config = load(self["config"], self.overrides)

@@ -3,27 +3,33 @@ C{twistd hypertcp}: the service tree, wired from the configuration.
 
 Nothing here decides behaviour.  It builds the token store, the hub and the
 session factory, then one service per configured piece -- a L{Listener}
-per plain TCP endpoint, the token reload timer, and, only when configured,
-TLS, the balancer and the manhole (so their imports, pyOpenSSL and conch,
-cost nothing otherwise).
+per plain TCP endpoint, the token reload timer, the SIGHUP L{Reloader} and
+the parts it reloads, and, only when configured, TLS, the balancer and the
+manhole (so their imports, pyOpenSSL and conch, cost nothing otherwise).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 
 from hypertcp.app.config import Config, ConfigError
 from hypertcp.app.listeners import Listener
+from hypertcp.app.logs import Logs, for_twistd
 from hypertcp.app.options import Options
+from hypertcp.app.reconfigure import Reconfigure
+from hypertcp.app.reload import Reloader
+from hypertcp.app.startup import one_line_failures
 from hypertcp.server import commands
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.hub import Hub
-from hypertcp.server.tokens import TokenStore
+from hypertcp.server.tokens import TokenFileError, TokenStore
 
 __all__ = ["Options", "makeService"]
 
@@ -41,7 +47,12 @@ def first_start(store: TokenStore) -> None:
 
 def node(config: Config, reactor: Any) -> HyperTCPFactory:
     """The server core: tokens, hub with its commands and plug-ins, session factory."""
-    store = TokenStore(config.server.tokens)
+    try:
+        store = TokenStore(config.server.tokens)
+    except TokenFileError as e:
+        raise ConfigError(f"{e}; fix or move it away") from None
+    except OSError as e:
+        raise ConfigError(f"token file {config.server.tokens}: {e.strerror}") from None
     if not store.exists:
         first_start(store)
     hub = Hub(reactor, config.limits.ack_timeout)
@@ -52,10 +63,46 @@ def node(config: Config, reactor: Any) -> HyperTCPFactory:
     return HyperTCPFactory(config.limits, store, hub, reactor)
 
 
-def build(config: Config, reactor: Any) -> MultiService:
-    """The whole tree for C{config}; L{ConfigError} for files that make no service."""
-    top = MultiService()
+class Top(MultiService):
+    """
+    The whole tree.  Given to twistd's Application, it hands it the log
+    observer too: twistd then logs through L{Logs} instead of its own.
+    """
+
+    logs: Optional[Logs] = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.logs is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.logs)
+        super().setServiceParent(parent)
+
+
+def _tokens_part(factory: HyperTCPFactory) -> Callable[[], str]:
+    def reload() -> str:
+        if not factory.reload_tokens(force=True):
+            return "unreadable, the old tokens stay in force"
+        live = sum(not r.revoked for r in factory.tokens.list())
+        return f"{factory.tokens.path} read, {live} live tokens"
+    return reload
+
+
+def build(config: Config, reactor: Any, options: Optional[Options] = None) -> Top:
+    """
+    The whole tree for C{config}; L{ConfigError} for files that make no
+    service.  With twistd's C{options}, it also logs where they say, and
+    reloads the config file they name on SIGHUP.
+    """
+    top = Top()
+    reloader = Reloader(reactor)
+    reloader.setServiceParent(top)
+    top.logs = for_twistd(config.log, getattr(options, "parent", None))
+    if top.logs is not None and top.logs.to_file:
+        reloader.register("log file", top.logs.reopen)
     factory = node(config, reactor)
+    if options is not None and options["config"]:
+        reloader.register("config", Reconfigure(options["config"], options.overrides, config,
+                                                factory, top.logs).reload)
+    reloader.register("token file", _tokens_part(factory))
     for description in config.server.listen:
         Listener("tcp", description, factory, reactor).setServiceParent(top)
     TimerService(config.server.token_reload, factory.reload_tokens).setServiceParent(top)
@@ -64,6 +111,7 @@ def build(config: Config, reactor: Any) -> MultiService:
         from hypertcp.app.tls import certificate_service, listeners
         certificate = certificate_service(config.tls, reactor)
         certificate.setServiceParent(top)
+        reloader.register("TLS certificate", certificate.reload_now)
         for listener in listeners(config.tls, certificate, factory, reactor):
             listener.setServiceParent(top)
     balancer = None
@@ -80,6 +128,8 @@ def build(config: Config, reactor: Any) -> MultiService:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
     try:
-        return build(options.config, reactor)
+        top = build(options.config, reactor, options)
     except ConfigError as e:
-        raise SystemExit(f"HyperTCP: {e}") from None
+        raise SystemExit(f"twistd hypertcp: {e}") from None
+    one_line_failures(to_terminal=top.logs is None or top.logs.to_file)
+    return top

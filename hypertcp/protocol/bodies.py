@@ -79,7 +79,8 @@ class Login(NamedTuple):
     """
     What a LOGIN asks for.  C{token} is the presented secret (None in a
     challenge login); C{challenge} asks for a nonce; C{key} and C{proof}
-    answer one (see L{hypertcp.protocol.challenge}).
+    answer one (see L{hypertcp.protocol.challenge}); C{reasons} asks the
+    server to say why it refuses or closes (L{refusal_body}, L{closing_body}).
     """
 
     token: Optional[str]
@@ -88,6 +89,7 @@ class Login(NamedTuple):
     challenge: bool = False
     key: Optional[str] = None
     proof: Optional[str] = None
+    reasons: bool = False
 
 
 def parse_login(payload: bytes) -> Login:
@@ -106,29 +108,36 @@ def parse_login(payload: bytes) -> Login:
         raise BadBody("device_id must be a string")
     if type(proto) is not int or proto < 1:
         raise BadBody("proto must be a positive integer")
+    reasons = body.get("reasons") is True
     if body.get("challenge") is True:
-        return Login(None, device_id or None, proto, challenge=True)
+        return Login(None, device_id or None, proto, challenge=True, reasons=reasons)
     key, proof = body.get("key"), body.get("proof")
     if key is not None or proof is not None:
         if not isinstance(key, str) or not isinstance(proof, str):
             raise BadBody("a challenge answer needs string key and proof")
-        return Login(None, device_id or None, proto, key=key, proof=proof)
+        return Login(None, device_id or None, proto, key=key, proof=proof, reasons=reasons)
     if not isinstance(token, str) or not token:
         raise BadBody("login needs a string token")
-    return Login(token, device_id or None, proto)
+    return Login(token, device_id or None, proto, reasons=reasons)
 
 
-def login_body(token: str, device_id: Optional[str] = None, proto: int = PROTOCOL_LEVEL) -> bytes:
-    """A JSON LOGIN; the device id only when chosen."""
+def login_body(token: str, device_id: Optional[str] = None, proto: int = PROTOCOL_LEVEL,
+               reasons: bool = False) -> bytes:
+    """A JSON LOGIN; the device id only when chosen, "reasons" only when asked for."""
     body: dict[str, Any] = {"token": token, "proto": proto}
     if device_id is not None:
         body["device_id"] = device_id
+    if reasons:
+        body["reasons"] = True
     return _encode(body)
 
 
-def challenge_request_body() -> bytes:
+def challenge_request_body(reasons: bool = False) -> bytes:
     """The first LOGIN of a challenge login: "send me a nonce"."""
-    return _encode({"proto": PROTOCOL_LEVEL, "challenge": True})
+    body: dict[str, Any] = {"proto": PROTOCOL_LEVEL, "challenge": True}
+    if reasons:
+        body["reasons"] = True
+    return _encode(body)
 
 
 def challenge_body(nonce: str) -> bytes:
@@ -144,11 +153,14 @@ def parse_challenge(payload: bytes) -> str:
     return nonce
 
 
-def proof_body(key: str, proof: str, device_id: Optional[str] = None) -> bytes:
+def proof_body(key: str, proof: str, device_id: Optional[str] = None,
+               reasons: bool = False) -> bytes:
     """The second LOGIN of a challenge login: the token's key id and the proof."""
     body: dict[str, Any] = {"proto": PROTOCOL_LEVEL, "key": key, "proof": proof}
     if device_id is not None:
         body["device_id"] = device_id
+    if reasons:
+        body["reasons"] = True
     return _encode(body)
 
 
@@ -234,6 +246,21 @@ def event_body(event: str, device_id: Optional[str], client_id: str, timestamp_m
     return _dumps({"from": "server", "payload": {
         "event": event, "deviceId": device_id, "clientId": client_id,
         "timestamp": timestamp_ms, **extra}})
+
+
+def refusal_body(msg_id: int, status: int, reason: str) -> bytes:
+    """
+    Why the server refuses frame C{msg_id}: a JSON_MESSAGE body from
+    "server", sent just before the RESPONSE, to clients that logged in with
+    "reasons": true.
+    """
+    return _dumps({"from": "server", "payload": {
+        "command": "refused", "msgId": msg_id, "status": int(status), "reason": reason}})
+
+
+def closing_body(reason: str) -> bytes:
+    """Why the server is about to close the connection, to clients that asked for reasons."""
+    return _dumps({"from": "server", "payload": {"command": "closing", "reason": reason}})
 
 
 def redirect_body(host: str, port: int, tls: bool = False) -> bytes:

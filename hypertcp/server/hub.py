@@ -31,6 +31,20 @@ Handler = Callable[["Hub", IPeer, dict], Optional[dict]]
 JSON_MESSAGE, BROADCAST, SUCCESS = Command.JSON_MESSAGE, Command.BROADCAST, Status.SUCCESS
 
 
+class Answer(int):
+    """
+    A status that is not SUCCESS, with the reason in words for the clients
+    that asked for reasons; everywhere else it is just the status.
+    """
+
+    why: str
+
+    def __new__(cls, status: int, why: str) -> "Answer":
+        answer = int.__new__(cls, status)
+        answer.why = why
+        return answer
+
+
 class CommandError(Exception):
     """Raised by a server command handler to answer with a status."""
 
@@ -120,14 +134,15 @@ class Hub:
         receivers' acknowledgement.
         """
         if not sender.token.may_reach(target):
-            return Status.NOT_ALLOWED
+            return Answer(Status.NOT_ALLOWED,
+                          f"token {sender.token.name} may not send to {target!r}")
         if target == "broadcast":
             return self.broadcast(sender, payload)
         if target == "server":
             return self.to_server(sender, payload)
         live = self.devices.get(target)
         if not live:
-            return Status.DEVICE_NOT_IN_NETWORK
+            return Answer(Status.DEVICE_NOT_IN_NETWORK, f"{target!r} is not connected")
         body = _dumps({"from": sender.device_id, "payload": payload})  # delivery_body, inline
         self.delivered += len(live)
         if not ack:
@@ -177,7 +192,7 @@ class Hub:
         except CommandError as e:
             self.log.warn("{device}: server command {name!r} refused: {why}",
                           device=sender.device_id, name=name, why=str(e))
-            return e.status
+            return Answer(e.status, str(e)) if str(e) else e.status
         if reply is not None:
             sender.deliver(JSON_MESSAGE, delivery_body("server", reply))
         return SUCCESS

@@ -21,9 +21,10 @@ from zope.interface import implementer
 from hypertcp.framing import FrameReceiver
 from hypertcp.protocol import server as rules
 from hypertcp.protocol.bodies import (
-    PROTOCOL_LEVEL, BadBody, parse_login, parse_send, redirect_body,
+    PROTOCOL_LEVEL, BadBody, closing_body, parse_login, parse_send, redirect_body,
+    refusal_body,
 )
-from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.commands import Command, Status, describe
 from hypertcp.protocol.frames import HEADER, Frame, Oversize, response
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.server.acks import AckTracker
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 RESPONSE, SUCCESS = Command.RESPONSE, Status.SUCCESS
 _pack = HEADER.pack
 _Refusal = rules.Refusal
+# Reasons told to one client: a burst, then one a second (a client that
+# keeps failing must not double what it costs to refuse it).
+REASONS_BURST, REASONS_PER_S = 10, 1.0
 # RESPONSE frames a peer may send beyond the frames it was sent: acks are
 # never answered or rate-limited, so past this they are a flood.
 SPARE_RESPONSES = 1000
@@ -66,6 +70,9 @@ class Session(FrameReceiver):
     peer = "?"
     connected_at = 0.0
     closing_reason: Optional[str] = None
+    #: The client's login asked to be told why it is refused or closed.
+    reasons = False
+    _reasons_budget: Optional[RateLimiter] = None
     dropped = False  # aborted: the transport drops what it is given, so stop giving
     #: Frames held by the factory's write batch until the read that made them ends.
     out: Optional[list[bytes]] = None
@@ -211,9 +218,22 @@ class Session(FrameReceiver):
         self.closing_reason = f"redirected to {host}:{port}"
         self.factory.clock.callLater(1.0, self.transport.loseConnection)
 
+    def tell(self, msg_id: int, status: int, why: str) -> None:
+        """Say why frame C{msg_id} is refused, before its RESPONSE, if the client asked."""
+        if not self.reasons:
+            return
+        budget = self._reasons_budget
+        if budget is None:
+            budget = self._reasons_budget = RateLimiter(
+                REASONS_PER_S, REASONS_BURST, 1 << 30, self.factory.clock.seconds())
+        if budget.allow(self.factory.clock.seconds()):
+            self.deliver(Command.JSON_MESSAGE, refusal_body(msg_id, status, why))
+
     def close(self, reason: str) -> None:
         """Close after what is queued has been sent, and say why in the log."""
         if self.closing_reason is None:
+            if self.reasons:
+                self.deliver(Command.JSON_MESSAGE, closing_body(reason))
             self.closing_reason = reason
             self.log.info("{peer} ({device}): closing: {why}", peer=self.peer,
                           device=self.device_id or "not logged in", why=reason)
@@ -243,9 +263,10 @@ class Session(FrameReceiver):
     def oversizeReceived(self, event: Oversize) -> None:
         self.factory.count("oversize")
         refusal = rules.oversize(event, self.max_payload)
-        self.log.warn("{peer}: {length}-byte payload over the {limit}-byte limit skipped",
+        self.log.warn("{peer}: payload of {length:,} bytes over the {limit:,}-byte limit skipped",
                       peer=self.peer, length=event.length, limit=self.max_payload)
         if refusal is not None:
+            self.tell(event.msg_id, refusal.status, refusal.why)
             self.respond(event.msg_id, refusal.status)
 
     def frameReceived(self, frame: Frame) -> None:
@@ -282,6 +303,8 @@ class Session(FrameReceiver):
             self.log.warn("{peer} ({device}): over the rate limit of {rate}/s",
                           peer=self.peer, device=self.device_id or "not logged in",
                           rate=rate.rate)
+        self.tell(frame.msg_id, Status.QUOTA_LIMIT,
+                  f"over the rate limit of {rate.rate:g} messages a second")
         self.respond(frame.msg_id, Status.QUOTA_LIMIT)
         if rate.flooding:
             self.factory.count("flood")
@@ -293,6 +316,7 @@ class Session(FrameReceiver):
         # One line per peer per window, so a peer sending nothing but bad
         # frames cannot turn the log into its flood.
         self._log_refusal(why, status)
+        self.tell(frame.msg_id, status, why)
         self.respond(frame.msg_id, status)
 
     def _log_refusal(self, why: str, status: int) -> None:
@@ -323,6 +347,7 @@ class Session(FrameReceiver):
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
         except LoginRefused as e:
+            self.reasons = login.reasons
             self._refuse(frame, e.status, str(e))
             if e.status == Status.INVALID_TOKEN:
                 self.close(str(e))
@@ -333,6 +358,7 @@ class Session(FrameReceiver):
         self.token = record
         self.device_id = device_id
         self.proto = login.proto
+        self.reasons = login.reasons
         self._handlers = _AFTER_LOGIN
         self.write(response(frame.msg_id, Status.SUCCESS, login=True))
         self.log.info("{peer} logged in as {device} ({role} token {name})", peer=self.peer,
@@ -356,6 +382,8 @@ class Session(FrameReceiver):
             self.log.failure("{peer} ({device}): routing failed", peer=self.peer,
                              device=self.device_id)
             self.factory.count("server_exception")
+            self.tell(frame.msg_id, Status.SERVER_EXCEPTION,
+                      "the server failed to route the message; its log says why")
             self.respond(frame.msg_id, Status.SERVER_EXCEPTION)
             return
         if isinstance(result, int):  # a cheaper test than Deferred's ABC isinstance
@@ -369,7 +397,18 @@ class Session(FrameReceiver):
             if self.proto < PROTOCOL_LEVEL:
                 # It will read an empty RESPONSE: the log is where the status goes.
                 self._log_refusal(f"message {msg_id} answered", status)
+            if self.reasons and status != Status.STORED:
+                self.tell(msg_id, status, self._why(status))
         self.respond(msg_id, status)
+
+    def _why(self, status: int) -> str:
+        why = getattr(status, "why", None)
+        if why is not None:
+            return why
+        if status == Status.TIMEOUT:
+            return (f"not acknowledged within {self.factory.hub.ack_timeout:g} s "
+                    "(or the receiver left)")
+        return describe(status)
 
     # -- timers --
 
