@@ -53,7 +53,7 @@ def test_oversize_frame_is_skipped_and_the_stream_stays_in_sync(server, token, b
         msg_id = peer.send_json(Command.JSON_MESSAGE, {"targetId": "bystander", "payload": {"ok": 1}})
         assert peer.answer_to(msg_id) == Status.SUCCESS
         assert bystander.message() == {"from": "dev", "payload": {"ok": 1}}
-    server.wait_for_log("over the 1024-byte limit")
+    server.wait_for_log("over the 1,024-byte limit")
 
 
 def test_random_garbage(server, token, bystander):

@@ -221,7 +221,7 @@ def test_server_exception_keeps_the_connection(start_daemon, token):
 
 
 def test_server_pings_a_silent_client_and_closes_it_at_the_idle_timeout(start_daemon, token):
-    server = start_daemon("--idle-timeout", "1")
+    server = start_daemon("--idle-timeout", "1", "--set", "limits.client_heartbeat=0")
     with sketch(server.port, token("quiet")) as quiet, sketch(server.port, token("polite")) as polite:
         ping = polite.expect(lambda f: f.command == Command.PING, timeout=5)
         polite.sock.sendall(response(ping.msg_id))

@@ -12,9 +12,12 @@ keys (a test keeps the two in step, and the dataclasses with the schema).
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, get_type_hints
+
+from twisted.internet import endpoints
 
 from hypertcp.server import tokens
 from hypertcp.server.limits import Limits
@@ -37,6 +40,10 @@ def _int(minimum: int = 0, maximum: Optional[int] = None) -> Callable[[str], int
 def _float(minimum: float = 0.0) -> Callable[[str], float]:
     def parse(text: str) -> float:
         value = float(text)
+        # nan compares false with everything and inf never runs out: either
+        # would quietly switch a timeout or a limit off.
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
         if value < minimum:
             raise ValueError(f"must be >= {minimum}")
         return value
@@ -94,10 +101,40 @@ def _redis_url(text: str) -> str:
     return text.strip()
 
 
+class _NoReactor:
+    """Stands in for the reactor while an endpoint string is only parsed, never used."""
+
+
+def _endpoint(description: str) -> str:
+    """A Twisted server endpoint string, checked by parsing it as the listener will."""
+    if description.isdigit():
+        raise ValueError(f"{description!r} is a bare port: write tcp:{description}:"
+                         f"interface=127.0.0.1 (loopback only) or tcp:{description} "
+                         "(every interface)")
+    kind = description.partition(":")[0]
+    try:
+        endpoint = endpoints.serverFromString(_NoReactor(), description)
+    except ValueError as e:
+        if str(e).startswith("Unknown endpoint type"):
+            raise ValueError(f"unknown endpoint type {kind!r} in {description!r} "
+                             "(tcp:PORT:interface=ADDRESS, tcp6:..., unix:PATH)") from None
+        raise ValueError(f"{description!r} is not an endpoint string: {e}") from None
+    except (TypeError, OSError) as e:
+        raise ValueError(f"{description!r} is not an endpoint string: {e}") from None
+    port = getattr(endpoint, "_port", 0)
+    if isinstance(port, int) and not 0 <= port < 65536:
+        raise ValueError(f"{description!r}: port {port} is not 0..65535")
+    return description
+
+
+def _endpoints(text: str) -> list[str]:
+    return [_endpoint(word) for word in text.split()]
+
+
 def _ssh_endpoints(text: str) -> list[str]:
     """Endpoint strings; a bare port number means that port on loopback only."""
-    return [f"tcp:{word}:interface=127.0.0.1" if word.isdigit() else word
-            for word in text.split()]
+    return _endpoints(" ".join(f"tcp:{word}:interface=127.0.0.1" if word.isdigit() else word
+                               for word in text.split()))
 
 
 @dataclass(frozen=True)
@@ -111,7 +148,7 @@ class Option:
 
 SCHEMA: dict[str, dict[str, Option]] = {
     "server": {
-        "listen": Option(_words, "tcp:8080:interface=127.0.0.1",
+        "listen": Option(_endpoints, "tcp:8080:interface=127.0.0.1",
                          "Twisted endpoint strings for plain TCP listeners, separated by spaces"),
         "tokens": Option(_text, tokens.DEFAULT_PATH,
                          "token file; created with one fleet token on first start"),
@@ -142,9 +179,12 @@ SCHEMA: dict[str, dict[str, Option]] = {
                               "seconds a delivery that asked for an acknowledgement waits for it"),
         "max_connections": Option(_int(0), "50000",
                                   "open connections at most, over every listener; 0 is no limit"),
+        "client_heartbeat": Option(_float(0), "30",
+                                   "seconds between the PINGs of quiet devices; idle_timeout "
+                                   "must exceed it; 0: no check"),
     },
     "tls": {
-        "listen": Option(_words, "",
+        "listen": Option(_endpoints, "",
                          "endpoint strings (tcp:...) of listeners that speak TLS; empty: none"),
         "certificate": Option(_text, "",
                               "PEM file: the server certificate, then any intermediates"),
@@ -166,7 +206,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
                            "the SSH host key, generated there on first start"),
     },
     "balancer": {
-        "listen": Option(_words, "",
+        "listen": Option(_endpoints, "",
                          "endpoint strings of load-balancer listeners; empty: no balancer"),
         "backends": Option(_addresses, "", "HOST:PORT of each node, separated by spaces; "
                            "empty, with [cluster] redis: the nodes registered there"),
@@ -202,7 +242,18 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "ca": Option(_text, "", "PEM CA file Redis's certificate is checked against (rediss://); "
                                 "empty: the system's"),
     },
+    "log": {
+        "level": Option(_choice("debug", "info", "warn", "error", "critical"), "info",
+                        "the least important level logged"),
+        "format": Option(_choice("text", "json"), "text",
+                         "text (twistd's lines) or json (one JSON object per line)"),
+    },
 }
+
+#: What SIGHUP applies to the running server when the config file changed
+#: (every other key needs a restart, and SIGHUP says so).
+RELOADABLE: frozenset[tuple[str, str]] = frozenset(
+    [("limits", key) for key in SCHEMA["limits"]] + [("log", key) for key in SCHEMA["log"]])
 
 
 @dataclass(frozen=True)
@@ -258,6 +309,12 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one typed dataclass per section."""
 
@@ -267,6 +324,7 @@ class Config:
     manhole: ManholeConfig
     balancer: BalancerConfig
     cluster: ClusterConfig
+    log: LogConfig
 
 
 #: The dataclass each section is read into.
@@ -336,14 +394,31 @@ def check_reuse_port(config: Config) -> None:
                 raise ConfigError(f"{key} with [server] reuse_port: {e}") from None
 
 
+def changes(old: Config, new: Config) -> list[tuple[str, str, Any, Any]]:
+    """Every key whose value differs, as (section, key, old value, new value)."""
+    found = []
+    for section, options in SCHEMA.items():
+        before, after = getattr(old, section), getattr(new, section)
+        for key in options:
+            if getattr(before, key) != getattr(after, key):
+                found.append((section, key, getattr(before, key), getattr(after, key)))
+    return found
+
+
 def _check(config: Config) -> None:
     """Keys that only make sense together, checked now rather than at the first connection."""
-    tls, balancer, cluster = config.tls, config.balancer, config.cluster
+    tls, balancer, limits, cluster = config.tls, config.balancer, config.limits, config.cluster
     if config.server.reuse_port:
         check_reuse_port(config)
     if cluster.redis and cluster.ttl <= 2 * cluster.refresh:
         raise ConfigError("[cluster] ttl must be more than twice [cluster] refresh, or a "
                           "node that is alive can look dead")
+    if limits.client_heartbeat and limits.idle_timeout <= limits.client_heartbeat:
+        raise ConfigError(
+            f"[limits] idle_timeout = {limits.idle_timeout:g} would close devices between "
+            f"their heartbeats: it must exceed [limits] client_heartbeat = "
+            f"{limits.client_heartbeat:g} (set that to 0 if every device answers the "
+            "server's PINGs)")
     if (tls.listen or balancer.tls) and not tls.certificate:
         raise ConfigError("TLS listeners need [tls] certificate (try `hypertcp certs`)")
     if tls.require_client_cert and not tls.ca:

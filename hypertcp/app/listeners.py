@@ -6,8 +6,11 @@ from typing import Any, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
+
+from hypertcp.app.startup import failed
 
 
 class Listener(StreamServerEndpointService):
@@ -37,7 +40,13 @@ class Listener(StreamServerEndpointService):
         self.description = description
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            raise failed(f"cannot listen on {self.description}: {reason}") from None
+        except OSError as e:  # e.g. a UNIX socket's directory is missing
+            raise failed(f"cannot listen on {self.description}: {e.strerror or e}") from None
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port: Optional[IListeningPort]) -> Optional[IListeningPort]:

@@ -23,7 +23,6 @@ from twisted.application.service import MultiService
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.insults.insults import ServerProtocol
-from twisted.conch.manhole import ColoredManhole
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.manhole_ssh import ConchFactory, TerminalRealm, TerminalSession
 from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
@@ -33,6 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from hypertcp.app.audit import AuditedManhole, Operator, audited
 from hypertcp.app.config import ConfigError, ManholeConfig
 from hypertcp.app.listeners import Listener
 from hypertcp.protocol.commands import status_name
@@ -76,7 +76,8 @@ class OperatorKeys(SSHPublicKeyChecker):
         def accepted(avatar: bytes) -> bytes:
             log.info("manhole: {user} logged in with key {fingerprint}", user=user,
                      fingerprint=_fingerprint(key))
-            return avatar
+            # Any user name is let in; the key says who it is, in the audit lines.
+            return f"{user} ({_fingerprint(key)})".encode("utf-8")
 
         def refused(failure: Any) -> Any:
             # ValidPublicKey is the client asking whether to sign: not a refusal.
@@ -97,9 +98,9 @@ class Console(TerminalSession):
     """
 
     def openShell(self, proto: Any) -> None:
-        self.terminal = self.chainedProtocolFactory()
-        self.transportFactory(proto, self.terminal, IConchUser(self.original),
-                              self.width, self.height)
+        user = IConchUser(self.original)
+        self.terminal = self.chainedProtocolFactory(getattr(user, "name", "?"))
+        self.transportFactory(proto, self.terminal, user, self.width, self.height)
 
     def windowChanged(self, newWindowSize: tuple) -> None:
         rows, columns = newWindowSize[:2]
@@ -150,6 +151,14 @@ def _table(rows: list[tuple]) -> str:
                      for row in rows)
 
 
+def _json_object(payload: Any) -> dict:
+    """The contract carries JSON objects only: a list or a string is refused, not relayed."""
+    if not isinstance(payload, dict):
+        raise TypeError(f"the payload must be a dict (a JSON object), not "
+                        f"{type(payload).__name__}: {payload!r}")
+    return payload
+
+
 class Rates:
     """Messages per second, from totals sampled once a second."""
 
@@ -192,11 +201,11 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
 
     def send(device_id: str, payload: dict) -> str:
         """Send payload (a dict) to device_id as "server"."""
-        return status_name(hub.send(device_id, payload))
+        return status_name(hub.send(device_id, _json_object(payload)))
 
     def broadcast(payload: dict) -> int:
         """Send payload (a dict) as a BROADCAST from "server" to everyone; return to how many."""
-        hub.broadcast(None, payload)
+        hub.broadcast(None, _json_object(payload))
         return len(hub.sessions)
 
     def redirect(device_id: Optional[str], host: str, port: int, tls: bool = False) -> int:
@@ -230,9 +239,10 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
                 **dict(sorted(factory.counters.items()))}
 
     helpers_: dict[str, Callable[..., Any]] = {
-        "sessions": sessions, "kick": kick, "send": send, "broadcast": broadcast,
-        "redirect": redirect, "drain": drain, "add_token": add_token,
-        "revoke_token": revoke_token, "counters": counters}
+        "sessions": sessions, "kick": audited(kick), "send": audited(send),
+        "broadcast": audited(broadcast), "redirect": audited(redirect), "drain": audited(drain),
+        "add_token": audited(add_token, show_result=False),
+        "revoke_token": audited(revoke_token), "counters": counters}
 
     if balancer is not None:
         def backends() -> None:
@@ -253,8 +263,8 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
             """Let node HOST:PORT (or registered id) take new devices again."""
             balancer.undrain(name)
 
-        helpers_.update(backends=backends, drain_backend=drain_backend,
-                        undrain_backend=undrain_backend)
+        helpers_.update(backends=backends, drain_backend=audited(drain_backend),
+                        undrain_backend=audited(undrain_backend))
 
     def helpers() -> None:
         """List these helpers."""
@@ -276,8 +286,10 @@ def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any =
     TimerService(1.0, rates.sample).setServiceParent(top)
     names = namespace(factory, rates, balancer)
     realm = TerminalRealm()
+    realm.userFactory = Operator
     realm.sessionFactory = Console
-    realm.chainedProtocolFactory = lambda: ServerProtocol(ColoredManhole, names)
+    realm.chainedProtocolFactory = lambda operator: ServerProtocol(AuditedManhole, names,
+                                                                   operator)
     ssh = ConchFactory(Portal(realm, [OperatorKeys(config.authorized_keys)]))
     try:
         key = host_key(config.host_key)

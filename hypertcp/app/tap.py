@@ -3,28 +3,35 @@ C{twistd hypertcp}: the service tree, wired from the configuration.
 
 Nothing here decides behaviour.  It builds the token store, the hub and the
 session factory, then one service per configured piece -- a L{Listener}
-per plain TCP endpoint, the token reload timer, and, only when configured,
-TLS, the cluster, the balancer and the manhole (so their imports, pyOpenSSL
-and conch, cost nothing otherwise).  With C{--workers N} it builds none of
-that: the process runs N workers that do (L{hypertcp.app.workers}).
+per plain TCP endpoint, the token reload timer, the SIGHUP L{Reloader} and
+the parts it reloads, and, only when configured, TLS, the cluster, the
+balancer and the manhole (so their imports, pyOpenSSL and conch, cost
+nothing otherwise).  With C{--workers N} it builds none of that: the
+process runs N workers that do (L{hypertcp.app.workers}).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 
 from hypertcp.app.config import Config, ConfigError
 from hypertcp.app.listeners import Listener
+from hypertcp.app.logs import Logs, for_twistd
 from hypertcp.app.options import Options
+from hypertcp.app.reconfigure import Reconfigure
+from hypertcp.app.reload import Reloader
+from hypertcp.app.startup import one_line_failures
 from hypertcp.server import commands
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.hub import Hub
-from hypertcp.server.tokens import TokenStore
+from hypertcp.server.tokens import TokenFileError, TokenStore
 
 __all__ = ["Options", "makeService"]
 
@@ -42,7 +49,12 @@ def first_start(store: TokenStore) -> None:
 
 def token_store(config: Config) -> TokenStore:
     """The token file, made on first start."""
-    store = TokenStore(config.server.tokens)
+    try:
+        store = TokenStore(config.server.tokens)
+    except TokenFileError as e:
+        raise ConfigError(f"{e}; fix or move it away") from None
+    except OSError as e:
+        raise ConfigError(f"token file {config.server.tokens}: {e.strerror}") from None
     if not store.exists:
         first_start(store)
     return store
@@ -59,10 +71,46 @@ def node(config: Config, reactor: Any) -> HyperTCPFactory:
     return HyperTCPFactory(config.limits, store, hub, reactor)
 
 
-def build(config: Config, reactor: Any) -> MultiService:
-    """The whole tree for C{config}; L{ConfigError} for files that make no service."""
-    top = MultiService()
+class Top(MultiService):
+    """
+    The whole tree.  Given to twistd's Application, it hands it the log
+    observer too: twistd then logs through L{Logs} instead of its own.
+    """
+
+    logs: Optional[Logs] = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.logs is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.logs)
+        super().setServiceParent(parent)
+
+
+def _tokens_part(factory: HyperTCPFactory) -> Callable[[], str]:
+    def reload() -> str:
+        if not factory.reload_tokens(force=True):
+            return "unreadable, the old tokens stay in force"
+        live = sum(not r.revoked for r in factory.tokens.list())
+        return f"{factory.tokens.path} read, {live} live tokens"
+    return reload
+
+
+def build(config: Config, reactor: Any, options: Optional[Options] = None) -> Top:
+    """
+    The whole tree for C{config}; L{ConfigError} for files that make no
+    service.  With twistd's C{options}, it also logs where they say, and
+    reloads the config file they name on SIGHUP.
+    """
+    top = Top()
+    reloader = Reloader(reactor)
+    reloader.setServiceParent(top)
+    top.logs = for_twistd(config.log, getattr(options, "parent", None))
+    if top.logs is not None and top.logs.to_file:
+        reloader.register("log file", top.logs.reopen)
     factory = node(config, reactor)
+    if options is not None and options["config"]:
+        reloader.register("config", Reconfigure(options["config"], options.overrides, config,
+                                                factory, top.logs).reload)
+    reloader.register("token file", _tokens_part(factory))
     reuse_port = config.server.reuse_port
     plain = [Listener("tcp", description, factory, reactor, reuse_port)
              for description in config.server.listen]
@@ -74,6 +122,7 @@ def build(config: Config, reactor: Any) -> MultiService:
         from hypertcp.app.tls import certificate_service, listeners
         certificate = certificate_service(config.tls, reactor)
         certificate.setServiceParent(top)
+        reloader.register("TLS certificate", certificate.reload_now)
         for listener in listeners(config.tls, certificate, factory, reactor, reuse_port):
             listener.setServiceParent(top)
     cluster = None
@@ -102,6 +151,8 @@ def makeService(options: Options) -> IService:
             # Made here, once: the workers must not each make a token file of their own.
             token_store(options.config)
             return workers
-        return build(options.config, reactor)
+        top = build(options.config, reactor, options)
     except ConfigError as e:
-        raise SystemExit(f"HyperTCP: {e}") from None
+        raise SystemExit(f"twistd hypertcp: {e}") from None
+    one_line_failures(to_terminal=top.logs is None or top.logs.to_file)
+    return top

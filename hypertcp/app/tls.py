@@ -9,7 +9,6 @@ their bytes were encrypted, so every rule of the plain listener holds.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any, Optional
 
@@ -57,7 +56,8 @@ def _pem_key(path: str) -> Any:
 class ServerCertificate(Service):
     """
     The listener's TLS settings, built from PEM files and rebuilt when they
-    change (checked every C{interval} seconds, and at once on SIGHUP): new
+    change (checked every C{interval} seconds, and at once on SIGHUP through
+    the L{hypertcp.app.reload.Reloader} C{reload_now} is registered with): new
     connections get the new certificate, live ones keep the one they have.
     A file that fails to load keeps the old certificate in service, so a
     half-finished renewal never takes the server down.
@@ -79,7 +79,6 @@ class ServerCertificate(Service):
         self._stamp: Optional[tuple] = None
         self._context: Optional[SSL.Context] = None
         self._poll: Optional[LoopingCall] = None
-        self._previous_handler: Any = None
         self.load()
 
     def _file_stamp(self) -> tuple:
@@ -130,6 +129,12 @@ class ServerCertificate(Service):
         self.log.info("TLS certificate reloaded")
         return True
 
+    def reload_now(self) -> str:
+        """SIGHUP's reload: load the files whether or not they look changed."""
+        if self.reload(force=True):
+            return f"loaded {self.certificate}"
+        return "not reloaded, the old certificate stays in use"
+
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         return SSL.Connection(self._context, None)
 
@@ -137,8 +142,6 @@ class ServerCertificate(Service):
 
     def startService(self) -> None:
         super().startService()
-        if hasattr(signal, "SIGHUP"):
-            self._previous_handler = signal.signal(signal.SIGHUP, self._hangup)
         if self.interval:
             self._poll = LoopingCall(self.reload)
             self._poll.clock = self.reactor
@@ -148,12 +151,6 @@ class ServerCertificate(Service):
         super().stopService()
         if self._poll is not None and self._poll.running:
             self._poll.stop()
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, self._previous_handler or signal.SIG_DFL)
-
-    def _hangup(self, signum: int, frame: Any) -> None:
-        # A signal handler may interrupt the reactor anywhere: only schedule.
-        self.reactor.callFromThread(self.reload, True)
 
 
 def certificate_service(config: TLSConfig, reactor: Any = None) -> ServerCertificate:

@@ -1,4 +1,4 @@
-"""C{hypertcp token add|list|revoke}: the token file."""
+"""C{hypertcp token add|list|revoke}: the token file, or a cluster's tokens in Redis."""
 
 from __future__ import annotations
 
@@ -29,8 +29,24 @@ def _in_cluster(args: argparse.Namespace, operation: Any) -> Any:
     except (ConnectionError, ValueError) as e:
         raise CommandError(str(e)) from None
 
-def _store(args: argparse.Namespace) -> tokens.TokenStore:
-    return tokens.TokenStore(args.tokens or tokens.default_path())
+
+def _store(args: argparse.Namespace, must_exist: bool = True) -> tokens.TokenStore:
+    """The token file C{args} name; a missing one is an error unless it is to be made."""
+    try:
+        store = tokens.TokenStore(args.tokens or tokens.default_path())
+    except ValueError as e:  # TokenFileError: it says which file and why
+        raise CommandError(str(e)) from None
+    if must_exist and not store.exists:
+        raise CommandError(f"{store.path}: no such token file")
+    return store
+
+
+def _save_secret(path: str, secret: str) -> None:
+    """Write the secret to C{path}, readable by its owner only from the first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode above applies only to a file it creates
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
 
 
 def _token_add(args: argparse.Namespace) -> int:
@@ -39,12 +55,14 @@ def _token_add(args: argparse.Namespace) -> int:
                                                            args.reach))
         where = "the cluster"
     else:
-        store = _store(args)
+        store = _store(args, must_exist=False)
         try:
             secret = store.add(args.name, role=args.role, prefix=args.prefix, reach=args.reach)
         except ValueError as e:
             raise CommandError(str(e)) from None
         where = str(store.path)
+    if args.save:
+        _save_secret(args.save, secret)
     if args.role == "device":
         identity = f"it logs in as device {args.name}"
     else:
@@ -54,7 +72,10 @@ def _token_add(args: argparse.Namespace) -> int:
             identity += ", and receive presence events"
     print(f"Added {args.role} token {args.name!r} to {where}: {identity}.")
     print(f"It may send to: {', '.join(args.reach or ['*'])}.")
-    print("The token is shown only now; the file keeps its hash:")
+    if args.save:
+        print(f"The token is saved in {args.save} (mode 0600); the token file keeps its hash:")
+    else:
+        print("The token is shown only now; the file keeps its hash:")
     print(secret)
     return 0
 
@@ -117,6 +138,9 @@ def add_token_parser(subparsers: Any) -> None:
     add.add_argument("--prefix", metavar="P", help="fleet/observer: ids must start with P")
     add.add_argument("--reach", metavar="PATTERN", nargs="+", action="extend",
                      help="glob patterns of the targets it may send to (default: *)")
+    add.add_argument("--save", metavar="FILE",
+                     help="also write the token to FILE, readable only by you (mode 0600), "
+                          "e.g. for [balancer] token_file")
     add.set_defaults(run=_token_add)
 
     listing = actions.add_parser("list", parents=[file_option], help="list the tokens")

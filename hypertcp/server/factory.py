@@ -83,16 +83,28 @@ class HyperTCPFactory(ServerFactory):
         self.reload_tokens()
         return authenticate(self.tokens, login)
 
-    def reload_tokens(self) -> None:
-        """Pick up token file changes and close the sessions of revoked tokens."""
+    def set_limits(self, limits: Limits) -> None:
+        """
+        Limits from a reloaded config: connections opened from now on get
+        them; live ones keep those they copied when they opened.
+        """
+        self.limits = limits
+        self.hub.ack_timeout = limits.ack_timeout
+
+    def reload_tokens(self, force: bool = False) -> bool:
+        """
+        Pick up token file changes (C{force}: read it whether or not it
+        looks changed) and close the sessions of revoked tokens.  False if
+        the file is unreadable and the old tokens stay.
+        """
         try:
-            changed = self.tokens.reload()
+            changed = self.tokens.reload(force)
         except (OSError, ValueError, TypeError) as e:
             self.log.error("token file {path} unreadable, keeping the old tokens: {e}",
                            path=self.tokens.path, e=e)
-            return
+            return False
         if not changed:
-            return
+            return True
         self.log.info("token file {path} reloaded", path=self.tokens.path)
         self.tokens_changed()
 
@@ -113,3 +125,4 @@ class HyperTCPFactory(ServerFactory):
                 session.close(f"token {fresh.name} changed: log in again")
             else:
                 session.token = fresh
+        return True

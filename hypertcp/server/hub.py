@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from hypertcp.protocol.bodies import delivery_body, event_body, telemetry_body
 from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.jsoncodec import dumps as _dumps
 from hypertcp.server.interfaces import IPeer, IRemote
 
 #: deviceStatus events sent to a new observer per reactor turn.
@@ -50,6 +51,20 @@ def first_delivery(waits: list[Deferred]) -> Deferred:
     for wait in waits:
         wait.addCallback(one)
     return result
+
+
+class Answer(int):
+    """
+    A status that is not SUCCESS, with the reason in words for the clients
+    that asked for reasons; everywhere else it is just the status.
+    """
+
+    why: str
+
+    def __new__(cls, status: int, why: str) -> "Answer":
+        answer = int.__new__(cls, status)
+        answer.why = why
+        return answer
 
 
 class CommandError(Exception):
@@ -152,7 +167,8 @@ class Hub:
         receivers' acknowledgement.
         """
         if not sender.token.may_reach(target):
-            return Status.NOT_ALLOWED
+            return Answer(Status.NOT_ALLOWED,
+                          f"token {sender.token.name} may not send to {target!r}")
         if target == "broadcast":
             return self.broadcast(sender, payload)
         if target == "server":
@@ -162,8 +178,9 @@ class Hub:
         if remote is not None and remote.holds(target):
             return self._route_far(remote, sender, target, payload, ack, live)
         if not live:
-            return Status.DEVICE_NOT_IN_NETWORK
-        return self._deliver(live, delivery_body(sender.device_id, payload), ack)
+            return Answer(Status.DEVICE_NOT_IN_NETWORK, f"{target!r} is not connected")
+        # delivery_body, inline: this runs for every message.
+        return self._deliver(live, _dumps({"from": sender.device_id, "payload": payload}), ack)
 
     def _deliver(self, live: list[IPeer], body: bytes, ack: bool) -> Union[int, Deferred]:
         """To every connection in C{live}: SUCCESS, or with C{ack} the first acknowledgement."""
@@ -243,7 +260,7 @@ class Hub:
         except CommandError as e:
             self.log.warn("{device}: server command {name!r} refused: {why}",
                           device=sender.device_id, name=name, why=str(e))
-            return e.status
+            return Answer(e.status, str(e)) if str(e) else e.status
         if reply is not None:
             sender.deliver(JSON_MESSAGE, delivery_body("server", reply))
         return SUCCESS

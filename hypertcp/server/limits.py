@@ -21,6 +21,8 @@ class Limits:
     login_timeout: float = 10.0
     ack_timeout: float = 10.0
     max_connections: int = 50000
+    #: Not enforced per connection: idle_timeout is checked against it at start-up.
+    client_heartbeat: float = 30.0
 
     @property
     def burst(self) -> float:

@@ -21,9 +21,10 @@ from zope.interface import implementer
 from hypertcp.framing import FrameReceiver
 from hypertcp.protocol import server as rules
 from hypertcp.protocol.bodies import (
-    PROTOCOL_LEVEL, BadBody, parse_login, parse_send, redirect_body,
+    PROTOCOL_LEVEL, BadBody, closing_body, parse_login, parse_send, redirect_body,
+    refusal_body,
 )
-from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.commands import Command, Status, describe
 from hypertcp.protocol.frames import HEADER, Frame, Oversize, response
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.server.acks import AckTracker
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
 # The per-frame path compares against these names: on Python 3.11 every
 # Command.X or Status.X lookup costs about 60 ns, ten of them per message.
 RESPONSE, SUCCESS = Command.RESPONSE, Status.SUCCESS
+_pack = HEADER.pack
+_Refusal = rules.Refusal
+# Reasons told to one client: a burst, then one a second (a client that
+# keeps failing must not double what it costs to refuse it).
+REASONS_BURST, REASONS_PER_S = 10, 1.0
 # RESPONSE frames a peer may send beyond the frames it was sent: acks are
 # never answered or rate-limited, so past this they are a flood.
 SPARE_RESPONSES = 1000
@@ -64,6 +70,9 @@ class Session(FrameReceiver):
     peer = "?"
     connected_at = 0.0
     closing_reason: Optional[str] = None
+    #: The client's login asked to be told why it is refused or closed.
+    reasons = False
+    _reasons_budget: Optional[RateLimiter] = None
     dropped = False  # aborted: the transport drops what it is given, so stop giving
     #: Frames held by the factory's write batch until the read that made them ends.
     out: Optional[list[bytes]] = None
@@ -158,10 +167,14 @@ class Session(FrameReceiver):
                 self.abort(f"slow receiver: outbound buffer over {cap} bytes")
                 return
         batch = self.factory.batch
-        if batch.active:
-            batch.hold(self, data)
-        else:
+        if not batch.active:
             transport.write(data)
+        elif self.out is None:
+            # WriteBatch.hold, inline: this runs for every frame a read makes.
+            self.out = [data]
+            batch.held.append(self)
+        else:
+            self.out.append(data)
 
     def flush(self) -> None:
         """Hand the frames held during a read to the transport, in one write."""
@@ -169,9 +182,11 @@ class Session(FrameReceiver):
         if out and not self.dropped:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def respond(self, msg_id: int, status: int = Status.SUCCESS) -> None:
+    def respond(self, msg_id: int, status: int = SUCCESS) -> None:
         """Answer a frame: after login, as the peer's protocol level can read it."""
-        if self.device_id is None:
+        if status == SUCCESS:  # empty for everyone: the answer to nearly every frame
+            self.write(_pack(RESPONSE, msg_id, 0))
+        elif self.device_id is None:
             self.write(response(msg_id, status))
         else:
             self.write(rules.answer(msg_id, status, self.proto))
@@ -203,9 +218,22 @@ class Session(FrameReceiver):
         self.closing_reason = f"redirected to {host}:{port}"
         self.factory.clock.callLater(1.0, self.transport.loseConnection)
 
+    def tell(self, msg_id: int, status: int, why: str) -> None:
+        """Say why frame C{msg_id} is refused, before its RESPONSE, if the client asked."""
+        if not self.reasons:
+            return
+        budget = self._reasons_budget
+        if budget is None:
+            budget = self._reasons_budget = RateLimiter(
+                REASONS_PER_S, REASONS_BURST, 1 << 30, self.factory.clock.seconds())
+        if budget.allow(self.factory.clock.seconds()):
+            self.deliver(Command.JSON_MESSAGE, refusal_body(msg_id, status, why))
+
     def close(self, reason: str) -> None:
         """Close after what is queued has been sent, and say why in the log."""
         if self.closing_reason is None:
+            if self.reasons:
+                self.deliver(Command.JSON_MESSAGE, closing_body(reason))
             self.closing_reason = reason
             self.log.info("{peer} ({device}): closing: {why}", peer=self.peer,
                           device=self.device_id or "not logged in", why=reason)
@@ -235,25 +263,35 @@ class Session(FrameReceiver):
     def oversizeReceived(self, event: Oversize) -> None:
         self.factory.count("oversize")
         refusal = rules.oversize(event, self.max_payload)
-        self.log.warn("{peer}: {length}-byte payload over the {limit}-byte limit skipped",
+        self.log.warn("{peer}: payload of {length:,} bytes over the {limit:,}-byte limit skipped",
                       peer=self.peer, length=event.length, limit=self.max_payload)
         if refusal is not None:
+            self.tell(event.msg_id, refusal.status, refusal.why)
             self.respond(event.msg_id, refusal.status)
 
     def frameReceived(self, frame: Frame) -> None:
         if self.dropped:  # aborting does not mark the transport disconnecting
             return
         command = frame.command
-        if command != RESPONSE:
-            rate = self._rate
-            if rate is not None and not rate.allow(self.last_seen):
-                self._over_rate(frame)
-                return
-            self.messages_in += 1
+        if command == RESPONSE:
+            # Half the frames under load are acknowledgements: served here,
+            # without a dispatch.
+            self._responses += 1
+            if self._responses > self.messages_out + SPARE_RESPONSES:
+                self._response_flood()
+            elif self._acks:
+                self._acks.acknowledged(frame.msg_id,
+                                        frame.payload[0] if frame.payload else SUCCESS)
+            return
+        rate = self._rate
+        if rate is not None and not rate.allow(self.last_seen):
+            self._over_rate(frame)
+            return
+        self.messages_in += 1
         handler = self._handlers.get(command)
         if handler is None:
             self._refuse(frame, *rules.action(command, self.device_id is not None))
-        elif type(handler) is rules.Refusal:
+        elif type(handler) is _Refusal:
             self._refuse(frame, *handler)
         else:
             handler(self, frame)
@@ -265,6 +303,8 @@ class Session(FrameReceiver):
             self.log.warn("{peer} ({device}): over the rate limit of {rate}/s",
                           peer=self.peer, device=self.device_id or "not logged in",
                           rate=rate.rate)
+        self.tell(frame.msg_id, Status.QUOTA_LIMIT,
+                  f"over the rate limit of {rate.rate:g} messages a second")
         self.respond(frame.msg_id, Status.QUOTA_LIMIT)
         if rate.flooding:
             self.factory.count("flood")
@@ -276,6 +316,7 @@ class Session(FrameReceiver):
         # One line per peer per window, so a peer sending nothing but bad
         # frames cannot turn the log into its flood.
         self._log_refusal(why, status)
+        self.tell(frame.msg_id, status, why)
         self.respond(frame.msg_id, status)
 
     def _log_refusal(self, why: str, status: int) -> None:
@@ -289,17 +330,11 @@ class Session(FrameReceiver):
 
     # -- the frames the rules serve --
 
-    def _ack(self, frame: Frame) -> None:
-        """An acknowledgement of something we delivered; never answered."""
-        self._responses += 1
-        if self._responses > self.messages_out + SPARE_RESPONSES:
-            self.factory.count("flood")
-            self.close(f"flood: {self._responses} RESPONSE frames for "
-                       f"{self.messages_out} frames sent to it")
-            return
-        if self._acks:
-            self._acks.acknowledged(frame.msg_id,
-                                    frame.payload[0] if frame.payload else SUCCESS)
+    def _response_flood(self) -> None:
+        """RESPONSE frames are never answered or rate-limited: past a margin they are a flood."""
+        self.factory.count("flood")
+        self.close(f"flood: {self._responses} RESPONSE frames for "
+                   f"{self.messages_out} frames sent to it")
 
     def _ping(self, frame: Frame) -> None:
         self.respond(frame.msg_id)
@@ -312,6 +347,7 @@ class Session(FrameReceiver):
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
         except LoginRefused as e:
+            self.reasons = login.reasons
             self._refuse(frame, e.status, str(e))
             if e.status == Status.INVALID_TOKEN:
                 self.close(str(e))
@@ -322,6 +358,7 @@ class Session(FrameReceiver):
         self.token = record
         self.device_id = device_id
         self.proto = login.proto
+        self.reasons = login.reasons
         self._handlers = _AFTER_LOGIN
         self.write(response(frame.msg_id, Status.SUCCESS, login=True))
         self.log.info("{peer} logged in as {device} ({role} token {name})", peer=self.peer,
@@ -330,12 +367,13 @@ class Session(FrameReceiver):
 
     def _message(self, frame: Frame) -> None:
         try:
-            send = parse_send(frame.command, frame.payload)
+            # Unpacked as a tuple: a NamedTuple's attributes cost more, per message.
+            target, payload, ack, _qos, _ttl = parse_send(frame.command, frame.payload)
         except BadBody as e:
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
         try:
-            result = self.factory.hub.route(self, send.target, send.payload, send.ack)
+            result = self.factory.hub.route(self, target, payload, ack)
         except JSONEncodeError as e:
             # It parsed, but cannot be written again (nested too deeply): bad input.
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, f"payload cannot be relayed: {e}")
@@ -344,6 +382,8 @@ class Session(FrameReceiver):
             self.log.failure("{peer} ({device}): routing failed", peer=self.peer,
                              device=self.device_id)
             self.factory.count("server_exception")
+            self.tell(frame.msg_id, Status.SERVER_EXCEPTION,
+                      "the server failed to route the message; its log says why")
             self.respond(frame.msg_id, Status.SERVER_EXCEPTION)
             return
         if isinstance(result, int):  # a cheaper test than Deferred's ABC isinstance
@@ -357,7 +397,18 @@ class Session(FrameReceiver):
             if self.proto < PROTOCOL_LEVEL:
                 # It will read an empty RESPONSE: the log is where the status goes.
                 self._log_refusal(f"message {msg_id} answered", status)
+            if self.reasons and status != Status.STORED:
+                self.tell(msg_id, status, self._why(status))
         self.respond(msg_id, status)
+
+    def _why(self, status: int) -> str:
+        why = getattr(status, "why", None)
+        if why is not None:
+            return why
+        if status == Status.TIMEOUT:
+            return (f"not acknowledged within {self.factory.hub.ack_timeout:g} s "
+                    "(or the receiver left)")
+        return describe(status)
 
     # -- timers --
 
@@ -385,10 +436,11 @@ class Session(FrameReceiver):
 
 def _table(actions: dict) -> dict:
     """The protocol's rules table with each action's Session method in its place."""
-    methods = {rules.ACK: Session._ack, rules.PING: Session._ping,
+    methods = {rules.PING: Session._ping,
                rules.LOGIN: Session._login, rules.MESSAGE: Session._message}
-    return {command: methods.get(action, action) if isinstance(action, str) else action
-            for command, action in actions.items()}
+    # RESPONSE (the ACK action) is served before the table is consulted.
+    return {command: methods[action] if isinstance(action, str) else action
+            for command, action in actions.items() if action != rules.ACK}
 
 
 _BEFORE_LOGIN = _table(rules.BEFORE_LOGIN)

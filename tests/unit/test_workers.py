@@ -89,7 +89,7 @@ def test_what_workers_cannot_do_is_one_line_at_start_up(tmp_path, argv, why) -> 
     with pytest.raises(SystemExit) as stopped:
         tap.makeService(options("--workers", "2", "--tokens", str(tmp_path / "t.json"), *argv))
     message = str(stopped.value)
-    assert message.startswith("HyperTCP: ") and why in message and "\n" not in message
+    assert message.startswith("twistd hypertcp: ") and why in message and "\n" not in message
     assert not (tmp_path / "t.json").exists()
 
 
