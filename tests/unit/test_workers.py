@@ -94,5 +94,5 @@ def test_what_workers_cannot_do_is_one_line_at_start_up(tmp_path, argv, why) -> 
 
 
 def test_a_negative_number_of_workers_is_refused() -> None:
-    with pytest.raises(usage.UsageError, match="--workers takes a number"):
+    with pytest.raises(SystemExit, match="--workers takes a number"):
         options("--workers", "-1")
