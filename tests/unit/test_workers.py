@@ -6,7 +6,6 @@ import socket
 import sys
 
 import pytest
-from twisted.python import usage
 
 from hypertcp.app import reuseport, tap, workers
 from hypertcp.app.config import ConfigError, load
