@@ -169,6 +169,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "client_heartbeat": Option(_float(0), "30",
                                    "seconds between the PINGs of quiet devices; idle_timeout "
                                    "must exceed it; 0: no check"),
+        "close_timeout": Option(_float(0.1), "5",
+                                "seconds a closing connection has to finish before it is aborted"),
     },
     "tls": {
         "listen": Option(_endpoints, "",

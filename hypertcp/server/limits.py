@@ -23,6 +23,7 @@ class Limits:
     max_connections: int = 50000
     #: Not enforced per connection: idle_timeout is checked against it at start-up.
     client_heartbeat: float = 30.0
+    close_timeout: float = 5.0
 
     @property
     def burst(self) -> float:

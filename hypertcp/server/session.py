@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -45,6 +45,8 @@ _Refusal = rules.Refusal
 # Reasons told to one client: a burst, then one a second (a client that
 # keeps failing must not double what it costs to refuse it).
 REASONS_BURST, REASONS_PER_S = 10, 1.0
+# Seconds a redirected connection stays open, so the REDIRECT reaches the peer.
+REDIRECT_GRACE = 1.0
 # RESPONSE frames a peer may send beyond the frames it was sent: acks are
 # never answered or rate-limited, so past this they are a flood.
 SPARE_RESPONSES = 1000
@@ -79,6 +81,8 @@ class Session(FrameReceiver):
     _on_drained: Optional[Callable[[], None]] = None
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
+    _close_timer: Optional[IDelayedCall] = None
+    _producing = False  # registered as the transport's producer
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -101,13 +105,14 @@ class Session(FrameReceiver):
         self._paused = False
         self._queued = 0
         self.transport.registerProducer(self, True)
+        self._producing = True
         self._login_timer = clock.callLater(limits.login_timeout, self._login_expired)
         self._idle_timer = clock.callLater(limits.idle_timeout / 2, self._idle_check)
         factory.connection_opened(self)
 
     def connectionLost(self, reason: Any = None) -> None:
-        for timer in (self._login_timer, self._idle_timer):
-            if timer.active():
+        for timer in (self._login_timer, self._idle_timer, self._close_timer):
+            if timer is not None and timer.active():
                 timer.cancel()
         if self._acks is not None:
             self._acks.end()
@@ -211,12 +216,17 @@ class Session(FrameReceiver):
         return self._acks.expect(self.deliver(command, body), timeout)
 
     def redirect(self, host: str, port: int, tls: bool = False) -> None:
-        """Tell the peer to log in at another server, then close shortly after."""
+        """
+        Tell the peer to log in at another server, then close shortly after.
+        It leaves the hub now: what is sent to its id from here on belongs
+        where it is going.
+        """
         if self.closing_reason is not None or self.transport.disconnecting:
             return
         self.deliver(Command.REDIRECT, redirect_body(host, port, tls))
-        self.closing_reason = f"redirected to {host}:{port}"
-        self.factory.clock.callLater(1.0, self.transport.loseConnection)
+        self.closing_reason = reason = f"redirected to {host}:{port}"
+        self.factory.hub.detach(self)
+        self.factory.clock.callLater(REDIRECT_GRACE, self.close, reason)
 
     def tell(self, msg_id: int, status: int, why: str) -> None:
         """Say why frame C{msg_id} is refused, before its RESPONSE, if the client asked."""
@@ -230,15 +240,39 @@ class Session(FrameReceiver):
             self.deliver(Command.JSON_MESSAGE, refusal_body(msg_id, status, why))
 
     def close(self, reason: str) -> None:
-        """Close after what is queued has been sent, and say why in the log."""
+        """
+        Close after what is queued has been sent, and say why in the log.
+
+        The session stops being a delivery target now, not when the peer has
+        taken the last byte, and the close has a deadline: a peer that stops
+        reading, or a TLS handshake left half done (TLS holds its close until
+        queued data can go out), is aborted when C{close_timeout} passes.
+        """
         if self.closing_reason is None:
             if self.reasons:
                 self.deliver(Command.JSON_MESSAGE, closing_body(reason))
             self.closing_reason = reason
             self.log.info("{peer} ({device}): closing: {why}", peer=self.peer,
                           device=self.device_id or "not logged in", why=reason)
+        self.factory.hub.detach(self)
+        if self._acks is not None:
+            self._acks.end()  # its senders learn now that it is gone
         self.flush()
-        self.transport.loseConnection()
+        if self.dropped:
+            return
+        if self._close_timer is None:
+            self._close_timer = self.factory.clock.callLater(
+                self.factory.limits.close_timeout, self._close_expired)
+        transport = self.transport
+        if self._producing:
+            # A TLS transport with a producer registered never starts its close.
+            self._producing = False
+            transport.unregisterProducer()
+        transport.loseConnection()
+
+    def _close_expired(self) -> None:
+        self.abort(f"close not finished within {self.factory.limits.close_timeout:g} s "
+                   f"({self.closing_reason})")
 
     def abort(self, reason: str) -> None:
         """Drop the connection now, discarding what is queued."""

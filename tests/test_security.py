@@ -1,0 +1,113 @@
+"""
+Security and resource bounds against the real daemon (issue 15).  The rules
+themselves are proven in-process (tests/unit/test_closing.py and the other
+tests/unit/test_*bounds*); these few prove that they hold on real sockets,
+through the real TLS layer.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from hypertcp.protocol.commands import Command, Status
+from tests.daemon import make_certs
+from tests.raw import Raw
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Path:
+    return make_certs(tmp_path / "certs", "--host", "localhost")
+
+
+def client_hello() -> bytes:
+    """The first flight of a real TLS client, as it would cross the wire."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    assert len(hello) > 100
+    return hello
+
+
+def closed_by_server(sock: socket.socket, timeout: float) -> str:
+    """How the server ended the connection ("closed" or "reset"), waiting at most C{timeout}."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, "the server kept the connection open"
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return "reset"
+        if not data:
+            return "closed"
+
+
+@pytest.mark.integration
+def test_half_done_tls_handshakes_are_closed_and_plain_devices_get_in(
+        start_daemon, token, certs: Path) -> None:
+    cap = 12
+    daemon = start_daemon("--tls", "tcp:0:interface=127.0.0.1",
+                          "--tls-cert", str(certs / "server.pem"),
+                          "--tls-key", str(certs / "server.key"),
+                          "--login-timeout", "1", "--set", "limits.close_timeout=1",
+                          "--set", f"limits.max_connections={cap}", expect=("tcp", "tls"))
+    secret = token("dev")
+    hello = client_hello()
+    stalled = []
+    try:
+        # Enough half ClientHellos to fill the cap: no credentials needed.
+        for _ in range(cap):
+            sock = socket.create_connection(("127.0.0.1", daemon.ports["tls"]), timeout=10)
+            sock.sendall(hello[:len(hello) // 2])
+            stalled.append(sock)
+        # Each is ended within the login deadline plus the close deadline.
+        for sock in stalled:
+            assert closed_by_server(sock, timeout=10) in ("closed", "reset")
+        daemon.wait_for_log("close not finished within 1 s (no login within 1 s)")
+        with Raw(daemon.port) as device:
+            assert device.login(secret, proto=2) == Status.SUCCESS
+            assert device.request(Command.PING) == Status.SUCCESS
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.integration
+def test_a_tls_connection_the_server_closes_is_closed_cleanly(
+        start_daemon, certs: Path) -> None:
+    # TLS holds a close while the session is its producer: unregistered, it
+    # closes at once with close_notify, long before the close deadline.
+    daemon = start_daemon("--tls", "tcp:0:interface=127.0.0.1",
+                          "--tls-cert", str(certs / "server.pem"),
+                          "--tls-key", str(certs / "server.key"),
+                          "--login-timeout", "1", "--set", "limits.close_timeout=30",
+                          expect=("tcp", "tls"))
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    raw = socket.create_connection(("127.0.0.1", daemon.ports["tls"]), timeout=10)
+    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+        started = time.monotonic()
+        received = b""
+        while True:
+            try:
+                data = tls.recv(65536)
+            except ssl.SSLZeroReturnError:
+                break
+            if not data:
+                break
+            received += data
+            assert time.monotonic() - started < 10, "the server kept the connection open"
+        assert received == bytes((Command.RESPONSE, 0, 1, 0, 1, Status.TIMEOUT))
+        assert time.monotonic() - started < 10
