@@ -129,6 +129,12 @@ def _ssh_endpoints(text: str) -> list[str]:
                                for word in text.split()))
 
 
+#: TLS 1.2 suites offered by default: forward secret and authenticated
+#: encryption only (GCM, ChaCha20-Poly1305), no CBC with SHA-1 or SHA-2 MACs.
+#: TLS 1.3 suites are all AEAD.
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+
+
 @dataclass(frozen=True)
 class Option:
     parse: Callable[[str], Any]
@@ -185,6 +191,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "min_version": Option(_choice("1.2", "1.3"), "1.2", "the oldest TLS version accepted"),
         "reload": Option(_float(0), "5",
                          "seconds between checks of the files for changes; 0: on SIGHUP only"),
+        "ciphers": Option(_text, DEFAULT_CIPHERS,
+                          "OpenSSL cipher string for TLS 1.2; the default offers AEAD suites only"),
     },
     "manhole": {
         "listen": Option(_ssh_endpoints, "",
@@ -244,6 +252,7 @@ class TLSConfig:
     require_client_cert: bool
     min_version: str
     reload: float
+    ciphers: str
 
 
 @dataclass(frozen=True)

@@ -285,12 +285,26 @@ class Session(FrameReceiver):
     # -- receiving --
 
     def dataReceived(self, data: bytes) -> None:
+        # FrameReceiver.dataReceived's loop, inline, for a read that
+        # completes at least one frame: only whole frames are signs of life,
+        # so a peer dribbling bytes that never finish one is silent to the
+        # idle timeout.
+        events = self._decoder.feed(data)
+        if not events:
+            return
         factory = self.factory
         self.last_seen = factory.clock.seconds()
         batch = factory.batch
         batch.begin()
         try:
-            super().dataReceived(data)
+            transport = self.transport
+            for event in events:
+                if transport.disconnecting:
+                    return
+                if type(event) is Frame:
+                    self.frameReceived(event)
+                else:
+                    self.oversizeReceived(event)
         finally:
             batch.end()
 
