@@ -114,7 +114,8 @@ class HyperTCPFactory(ServerFactory):
             fresh = self.tokens.live(session.token.hash)
             if fresh is None:
                 session.close(f"token {session.token.name} revoked")
-            elif fresh.role != session.token.role or not fresh.may_use(session.device_id):
+            elif (fresh.role != session.token.role
+                  or not self.tokens.allows(fresh, session.device_id)):
                 session.close(f"token {fresh.name} changed: log in again")
             else:
                 session.token = fresh

@@ -73,6 +73,17 @@ class Hub:
 
     # -- presence --
 
+    def may_join(self, device_id: str, token: Any) -> bool:
+        """
+        May a connection holding C{token} log in as C{device_id}?  An id
+        online belongs to its token's owner: more connections of that owner
+        share it (each receives its messages), any other is refused until
+        it is offline, so no one can take over a live id to read its
+        messages or answer for it.
+        """
+        live = self.devices.get(device_id)
+        return not live or live[0].token.owner == token.owner
+
     def attach(self, peer: IPeer) -> None:
         self.devices.setdefault(peer.device_id, []).append(peer)
         self.sessions.add(peer)

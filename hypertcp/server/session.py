@@ -402,6 +402,10 @@ class Session(FrameReceiver):
             return
         if device_id is None:
             device_id = f"{record.prefix or ''}device_{self.host}_{self.port}"
+        elif not self.factory.hub.may_join(device_id, record):
+            self._refuse(frame, Status.NOT_ALLOWED,
+                         f"{device_id!r} is online under another token")
+            return
         self._login_timer.cancel()
         self.token = record
         self.device_id = device_id

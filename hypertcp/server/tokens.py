@@ -106,6 +106,15 @@ class TokenRecord:
     def observer(self) -> bool:
         return self.role == "observer"
 
+    @property
+    def owner(self) -> str:
+        """
+        Who an id online under this token belongs to: a device token's name
+        (a reissued token of the same device is the same owner), otherwise
+        this very token.
+        """
+        return f"device:{self.name}" if self.role == "device" else self.hash
+
     def may_use(self, device_id: str) -> bool:
         """May a client holding this token log in as C{device_id}?"""
         if self.role == "device":
@@ -128,6 +137,7 @@ class TokenStore:
         self._records: list[TokenRecord] = []
         self._by_hash: dict[str, TokenRecord] = {}
         self._by_key: dict[str, TokenRecord] = {}
+        self._device_ids: set[str] = set()
         self._stamp: Optional[tuple[int, int]] = None
         self._loaded = False
         self.reload()
@@ -162,6 +172,7 @@ class TokenStore:
         self._records = records
         self._by_hash = {r.hash: r for r in records if not r.revoked}
         self._by_key = {r.key_id: r for r in self._by_hash.values()}
+        self._device_ids = {r.name for r in self._by_hash.values() if r.role == "device"}
 
     def _read(self) -> list[TokenRecord]:
         try:
@@ -190,6 +201,15 @@ class TokenStore:
     def by_key(self, key_id: str) -> Optional[TokenRecord]:
         """The live record a challenge login names by its key id, or None."""
         return self._by_key.get(key_id)
+
+    def allows(self, record: TokenRecord, device_id: str) -> bool:
+        """
+        May C{record} log in as C{device_id}?  Within its own rules, and never
+        as the id of a live device token unless it is one: those ids are
+        reserved to their devices, online or not.
+        """
+        return record.may_use(device_id) and (record.role == "device"
+                                              or device_id not in self._device_ids)
 
     def live(self, token_hash: str) -> Optional[TokenRecord]:
         """The current record of a token that is still live, or None."""
