@@ -152,6 +152,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                "seconds between checks of the token file for changes"),
         "handlers": Option(_words, "",
                            "module:function hooks called with the hub to add server commands"),
+        "redirect_targets": Option(_addresses, "",
+                                   "HOST:PORT the redirect and drain commands may send "
+                                   "sessions to; empty: any"),
     },
     "limits": {
         "max_payload": Option(_int(16, 65535), "8192",
@@ -209,7 +212,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "policy": Option(_choice("least-connections", "sticky"), "least-connections",
                          "how a node is picked for a login"),
         "token_file": Option(_text, "",
-                             "file holding an observer token the balancer logs in to nodes with"),
+                             "file holding the token, granted stats and drain, the balancer "
+                             "logs in to nodes with"),
         "health_interval": Option(_float(0.1), "2", "seconds between health checks of a node"),
         "health_timeout": Option(_float(0.1), "5",
                                  "seconds a node has to answer a health check before it is out"),
@@ -241,6 +245,7 @@ class ServerConfig:
     tokens: str
     token_reload: float
     handlers: list[str]
+    redirect_targets: list[tuple[str, int]]
 
 
 @dataclass(frozen=True)
@@ -372,5 +377,5 @@ def _check(config: Config) -> None:
     if balancer.listen and not balancer.backends:
         raise ConfigError("[balancer] listen needs [balancer] backends")
     if balancer.listen and not balancer.token_file:
-        raise ConfigError("[balancer] listen needs [balancer] token_file, "
-                          "holding an observer token for the health checks")
+        raise ConfigError("[balancer] listen needs [balancer] token_file, holding a token "
+                          "granted stats and drain for the health checks")

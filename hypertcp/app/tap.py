@@ -56,7 +56,7 @@ def node(config: Config, reactor: Any) -> HyperTCPFactory:
     if not store.exists:
         first_start(store)
     hub = Hub(reactor, config.limits.ack_timeout)
-    commands.install(hub)
+    commands.install(hub, config.server.redirect_targets)
     for hook in config.server.handlers:
         module, _, name = hook.partition(":")
         getattr(importlib.import_module(module), name)(hub)

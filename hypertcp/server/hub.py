@@ -66,6 +66,9 @@ class Hub:
         self.delivered = 0
         #: Where L{drain} sent this node's sessions, until undrained.
         self.draining: Optional[tuple[str, int, bool]] = None
+        #: The only (host, port) pairs clients' redirect and drain commands
+        #: may send sessions to; empty: any (operators at the manhole: any).
+        self.redirect_targets: frozenset[tuple[str, int]] = frozenset()
 
     def register_command(self, name: str, handler: Handler) -> None:
         """Answer C{{"command": name}} messages to "server" with C{handler}."""

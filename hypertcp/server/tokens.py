@@ -37,6 +37,10 @@ from hypertcp.protocol.challenge import KEY_ID_HEX, stored_key
 
 DEFAULT_PATH = "hypertcp-tokens.json"
 ROLES = ("device", "fleet", "observer")
+#: Admin powers a fleet or observer token may be granted, each by name: the
+#: server commands of that name (drain also undrains; the balancer's
+#: backends command is stats, its drain_backend and undrain_backend drain).
+GRANTS = ("stats", "redirect", "kick", "drain")
 #: A token's name; a device token's name is its device id, so it must be one
 #: that reads unambiguously in logs and on a command line.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*")
@@ -55,6 +59,7 @@ def check_name(name: str, role: str) -> None:
                          "letters, digits and _ . : @ - (not first)")
     if role == "device" and name in RESERVED_IDS:
         raise ValueError(f"{name!r} is a reserved id; a device token cannot be named so")
+
 
 
 def default_path() -> str:
@@ -80,7 +85,9 @@ class TokenRecord:
     One token.  C{device} tokens are bound to C{name} as their device id;
     C{fleet} and C{observer} tokens let the client name its id (within
     C{prefix}, when set).  C{reach} lists the glob patterns of the targets
-    the token may send to ("server" and "broadcast" included).
+    the token may send to ("server" and "broadcast" included).  C{grants}
+    names the admin commands it may run (L{GRANTS}), on the devices its
+    prefix and reach cover.
     """
 
     name: str
@@ -92,6 +99,7 @@ class TokenRecord:
     revoked: bool = False
     #: Checks challenge logins; None for tokens made before they existed.
     stored_key: Optional[str] = None
+    grants: list[str] = field(default_factory=list)
 
     @property
     def device_id(self) -> Optional[str]:
@@ -120,6 +128,16 @@ class TokenRecord:
         if self.role == "device":
             return device_id == self.name
         return self.prefix is None or device_id.startswith(self.prefix)
+
+    def may_manage(self, device_id: str) -> bool:
+        """May this token's admin grants act on C{device_id}: within its prefix and reach?"""
+        return ((self.prefix is None or device_id.startswith(self.prefix))
+                and self.may_reach(device_id))
+
+    @property
+    def unbounded(self) -> bool:
+        """No prefix and reach "*": its grants may act on every session at once."""
+        return self.prefix is None and "*" in self.reach
 
     def may_reach(self, target: str) -> bool:
         # Checked for every message; "*", nearly every token's reach, needs no fnmatch.
@@ -219,11 +237,17 @@ class TokenStore:
         return list(self._records)
 
     def add(self, name: str, role: str = "device", prefix: Optional[str] = None,
-            reach: Optional[list[str]] = None) -> str:
+            reach: Optional[list[str]] = None, grants: Optional[list[str]] = None) -> str:
         """Create a token, save the file, and return the secret (shown only now)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         check_name(name, role)
+        for grant in grants or ():
+            if grant not in GRANTS:
+                raise ValueError(f"a grant is one of {', '.join(GRANTS)}, not {grant!r}")
+        if grants and role == "device":
+            raise ValueError("a device token cannot be granted admin commands; "
+                             "--grant is for fleet and observer tokens")
         if role == "device" and prefix:
             raise ValueError("a device token is bound to its name; --prefix is for fleet and observer tokens")
         secret = new_secret()
@@ -234,7 +258,7 @@ class TokenStore:
             self._records.append(TokenRecord(
                 name=name, role=role, hash=digest(secret), prefix=prefix,
                 reach=list(reach) if reach else ["*"], created=time.time(),
-                stored_key=stored_key(secret)))
+                stored_key=stored_key(secret), grants=list(dict.fromkeys(grants or ()))))
         return secret
 
     def revoke(self, name: str) -> int:

@@ -12,7 +12,7 @@ REDIRECT already in hand and follows it before its next request.  Either way
 the LOGIN is answered with its status byte, as the contract requires.  The
 connection is closed a second later.
 
-The balancer knows its nodes through one logged-in observer connection to
+The balancer knows its nodes through one logged-in health connection to
 each (the Twisted client, reconnecting on its own): a node whose connection
 drops or whose PING goes unanswered is out; it is back in once it logs the
 balancer in again.  Every C{health_interval} each node is asked for its

@@ -17,7 +17,7 @@ from hypertcp.app.config import BalancerConfig, ConfigError
 from hypertcp.app.listeners import Listener
 from hypertcp.client.txclient import clientService
 from hypertcp.protocol.commands import Status, status_name
-from hypertcp.server.commands import require_observer
+from hypertcp.server.commands import require_grant
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.hub import CommandError, Hub
 from hypertcp.server.interfaces import IPeer
@@ -41,7 +41,7 @@ class Balancer(MultiService):
         with open(config.token_file, encoding="utf-8") as f:
             token = f.read().strip()
         if not token:
-            raise ValueError(f"{config.token_file} is empty; it should hold an observer token")
+            raise ValueError(f"{config.token_file} is empty; it should hold a token granted stats and drain")
         self.backends: list[Backend] = []
         for host, port in config.backends:
             backend = Backend(host, port, token, config.backend_tls, config.health_timeout,
@@ -132,13 +132,16 @@ class Balancer(MultiService):
         return {"policy": self.policy, "backends": [b.state() for b in self.backends]}
 
     def register_commands(self, hub: Hub) -> None:
-        """Let observers of this process run the balancer with messages to "server"."""
+        """Let tokens granted stats and drain run the balancer with messages to "server"."""
         hub.register_command("backends", self._backends_command)
         hub.register_command("drain_backend", self._drain_command)
         hub.register_command("undrain_backend", self._undrain_command)
 
     def _named(self, sender: IPeer, payload: dict, command: str) -> str:
-        require_observer(sender, command)
+        require_grant(sender, "drain", command)
+        if not sender.token.unbounded:
+            raise CommandError(Status.NOT_ALLOWED,
+                               f"{command} needs a token with no prefix and reach *")
         name = payload.get("backend")
         if not isinstance(name, str):
             raise CommandError(Status.ILLEGAL_COMMAND_BODY, f"{command} needs backend HOST:PORT")
@@ -149,7 +152,7 @@ class Balancer(MultiService):
         return name
 
     def _backends_command(self, hub: Hub, sender: IPeer, payload: dict) -> dict:
-        require_observer(sender, "backends")
+        require_grant(sender, "stats", "backends")
         return {"command": "backends", **self.status()}
 
     def _drain_command(self, hub: Hub, sender: IPeer, payload: dict) -> dict:
