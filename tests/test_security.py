@@ -111,3 +111,57 @@ def test_a_tls_connection_the_server_closes_is_closed_cleanly(
             assert time.monotonic() - started < 10, "the server kept the connection open"
         assert received == bytes((Command.RESPONSE, 0, 1, 0, 1, Status.TIMEOUT))
         assert time.monotonic() - started < 10
+
+
+def held_from(address: str, port: int, count: int) -> list[socket.socket]:
+    """C{count} connections from the loopback address C{address} that never log in."""
+    held = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind((address, 0))
+        sock.connect(("127.0.0.1", port))
+        held.append(sock)
+    return held
+
+
+def still_open(sock: socket.socket, wait: float) -> bool:
+    """Is the server keeping C{sock} open (nothing to read, no close) for C{wait} seconds?"""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1) != b""
+    except socket.timeout:
+        return True
+    except ConnectionResetError:
+        return False
+
+
+@pytest.mark.integration
+def test_connections_without_a_token_cannot_lock_out_devices(start_daemon, token) -> None:
+    daemon = start_daemon("--set", "limits.max_connections=12",
+                          "--set", "limits.max_pending_per_source=5")
+    secret = token("dev")
+    held: list[socket.socket] = []
+    devices: list[Raw] = []
+    try:
+        # One address (127.0.0.2 is loopback too) opens far more than its share:
+        # five are kept, the rest closed at once, with one log line for them all.
+        held = held_from("127.0.0.2", daemon.port, 40)
+        kept = [sock for sock in held if still_open(sock, 0.3)]
+        assert len(kept) == 5
+        daemon.wait_for_log("refused: 5 connections from 127.0.0.2 not logged in yet")
+        assert daemon.output.count("not logged in yet") == 1
+        # Another address holds its five: ten of twelve slots without a token.
+        held += held_from("127.0.0.3", daemon.port, 5)
+        # Ten devices log in one after another: each past the cap takes the
+        # slot of the oldest connection that never logged in.
+        for _ in range(10):
+            device = Raw(daemon.port)
+            devices.append(device)
+            assert device.login(secret, proto=2) == Status.SUCCESS
+        assert all(device.request(Command.PING) == Status.SUCCESS for device in devices)
+        daemon.wait_for_log("closed to make room: the server is full and it had not logged in")
+    finally:
+        for sock in held:
+            sock.close()
+        for device in devices:
+            device.close()

@@ -180,6 +180,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                    "must exceed it; 0: no check"),
         "close_timeout": Option(_float(0.1), "5",
                                 "seconds a closing connection has to finish before it is aborted"),
+        "max_pending_per_source": Option(_int(0), "256",
+                                         "connections not logged in yet from one address "
+                                         "(IPv6: one /64); 0 is no limit"),
     },
     "tls": {
         "listen": Option(_endpoints, "",

@@ -9,6 +9,7 @@ from twisted.logger import Logger
 
 from hypertcp.protocol.bodies import Login
 from hypertcp.protocol.commands import Status
+from hypertcp.server.admission import Admission
 from hypertcp.server.auth import LoginRefused, authenticate
 from hypertcp.server.batch import WriteBatch
 from hypertcp.server.hub import Hub
@@ -38,6 +39,8 @@ class HyperTCPFactory(ServerFactory):
         self.batch = WriteBatch()
         self.sessions: set[Session] = set()
         self.counters: dict[str, int] = {}
+        #: Which connections may open: the cap, and those not logged in yet.
+        self.admission = Admission(limits, clock, self.count)
         # Frames received on connections since closed: with the live ones'
         # messages_in, a total the manhole turns into messages per second.
         self.closed_messages_in = 0
@@ -45,26 +48,25 @@ class HyperTCPFactory(ServerFactory):
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
 
-    def admit(self, addr: Any, open_now: int) -> bool:
-        """May one more connection open, with C{open_now} open on its listener?"""
-        limit = self.limits.max_connections
-        if limit and open_now >= limit:
-            self.count("max_connections")
-            self.log.warn("{addr}: refused: {limit} connections already open",
-                          addr=getattr(addr, "host", addr), limit=limit)
-            return False
-        return True
-
     def buildProtocol(self, addr: Any) -> Optional[Session]:
         # Returning None makes Twisted close the connection at once.
-        return super().buildProtocol(addr) if self.admit(addr, len(self.sessions)) else None
+        if not self.admission.admit(addr, len(self.sessions)):
+            return None
+        return super().buildProtocol(addr)
 
     def connection_opened(self, session: Session) -> None:
         self.sessions.add(session)
+        self.admission.opened(session)
         self.count("connections")
+
+    def logged_in(self, session: Session) -> None:
+        """C{session} has logged in: it joins the hub and no longer counts as pending."""
+        self.admission.logged_in(session)
+        self.hub.attach(session)
 
     def connection_closed(self, session: Session) -> None:
         self.sessions.discard(session)
+        self.admission.closed(session)
         self.closed_messages_in += session.messages_in
         if session.device_id is not None:
             self.hub.detach(session)

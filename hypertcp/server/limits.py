@@ -24,6 +24,7 @@ class Limits:
     #: Not enforced per connection: idle_timeout is checked against it at start-up.
     client_heartbeat: float = 30.0
     close_timeout: float = 5.0
+    max_pending_per_source: int = 256
 
     @property
     def burst(self) -> float:

@@ -76,6 +76,7 @@ class Session(FrameReceiver):
     reasons = False
     _reasons_budget: Optional[RateLimiter] = None
     dropped = False  # aborted: the transport drops what it is given, so stop giving
+    _quiet = False  # its end is logged elsewhere, once per window
     #: Frames held by the factory's write batch until the read that made them ends.
     out: Optional[list[bytes]] = None
     _on_drained: Optional[Callable[[], None]] = None
@@ -117,6 +118,8 @@ class Session(FrameReceiver):
         if self._acks is not None:
             self._acks.end()
         self.factory.connection_closed(self)
+        if self._quiet:
+            return
         why = self.closing_reason
         if why is None:
             unclean = reason is not None and not reason.check(ConnectionDone)
@@ -274,12 +277,17 @@ class Session(FrameReceiver):
         self.abort(f"close not finished within {self.factory.limits.close_timeout:g} s "
                    f"({self.closing_reason})")
 
-    def abort(self, reason: str) -> None:
-        """Drop the connection now, discarding what is queued."""
+    def abort(self, reason: str, quiet: bool = False) -> None:
+        """
+        Drop the connection now, discarding what is queued.  C{quiet} leaves
+        the log to the caller (admission logs its evictions once per window).
+        """
         self.dropped = True
         self.closing_reason = reason
-        self.log.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
-                      device=self.device_id or "not logged in", why=reason)
+        self._quiet = quiet
+        if not quiet:
+            self.log.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
+                          device=self.device_id or "not logged in", why=reason)
         self.transport.abortConnection()
 
     # -- receiving --
@@ -415,7 +423,7 @@ class Session(FrameReceiver):
         self.write(response(frame.msg_id, Status.SUCCESS, login=True))
         self.log.info("{peer} logged in as {device} ({role} token {name})", peer=self.peer,
                       device=device_id, role=record.role, name=record.name)
-        self.factory.hub.attach(self)
+        self.factory.logged_in(self)
 
     def _message(self, frame: Frame) -> None:
         try:

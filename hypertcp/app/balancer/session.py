@@ -17,6 +17,7 @@ from hypertcp.app.balancer.relay import NodeLink
 from hypertcp.protocol.bodies import PROTOCOL_LEVEL, BadBody, parse_login, redirect_body
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.frames import Frame, Oversize, encode, response
+from hypertcp.server.admission import Admission
 from hypertcp.server.auth import LoginRefused
 from hypertcp.server.factory import HyperTCPFactory
 
@@ -181,7 +182,8 @@ class BalancerFactory(ServerFactory):
         self.balancer = balancer
         self.node = node
         self.open = 0
+        # The node's cap counts the balancer's connections on their own.
+        self.admission = Admission(node.limits, node.clock, node.count)
 
     def buildProtocol(self, addr: Any) -> Optional[BalancerSession]:
-        # The node's cap counts the balancer's connections on their own.
-        return super().buildProtocol(addr) if self.node.admit(addr, self.open) else None
+        return super().buildProtocol(addr) if self.admission.admit(addr, self.open) else None
