@@ -183,6 +183,12 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "max_pending_per_source": Option(_int(0), "256",
                                          "connections not logged in yet from one address "
                                          "(IPv6: one /64); 0 is no limit"),
+        "broadcast_rate": Option(_int(0), "1048576",
+                                 "bytes per second one token's broadcasts may deliver, over "
+                                 "all its connections; 0 is no limit"),
+        "broadcast_rate_total": Option(_int(0), "4194304",
+                                       "bytes per second all broadcasts together may deliver; "
+                                       "0 is no limit"),
     },
     "tls": {
         "listen": Option(_endpoints, "",

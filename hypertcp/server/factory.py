@@ -12,6 +12,7 @@ from hypertcp.protocol.commands import Status
 from hypertcp.server.admission import Admission
 from hypertcp.server.auth import LoginRefused, authenticate
 from hypertcp.server.batch import WriteBatch
+from hypertcp.server.budget import BroadcastBudget
 from hypertcp.server.hub import Hub
 from hypertcp.server.limits import Limits
 from hypertcp.server.session import Session
@@ -41,6 +42,8 @@ class HyperTCPFactory(ServerFactory):
         self.counters: dict[str, int] = {}
         #: Which connections may open: the cap, and those not logged in yet.
         self.admission = Admission(limits, clock, self.count)
+        hub.broadcast_budget = BroadcastBudget(limits.broadcast_rate,
+                                               limits.broadcast_rate_total, clock)
         # Frames received on connections since closed: with the live ones'
         # messages_in, a total the manhole turns into messages per second.
         self.closed_messages_in = 0

@@ -18,7 +18,9 @@ from twisted.logger import Logger
 
 from hypertcp.protocol.bodies import delivery_body, event_body, telemetry_body
 from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import HEADER_SIZE
 from hypertcp.protocol.jsoncodec import dumps as _dumps
+from hypertcp.server.budget import BroadcastBudget
 from hypertcp.server.interfaces import IPeer
 
 #: deviceStatus events sent to a new observer per reactor turn.
@@ -69,6 +71,8 @@ class Hub:
         #: The only (host, port) pairs clients' redirect and drain commands
         #: may send sessions to; empty: any (operators at the manhole: any).
         self.redirect_targets: frozenset[tuple[str, int]] = frozenset()
+        #: What clients' broadcasts may deliver (the factory sets it from its limits).
+        self.broadcast_budget: Optional[BroadcastBudget] = None
 
     def register_command(self, name: str, handler: Handler) -> None:
         """Answer C{{"command": name}} messages to "server" with C{handler}."""
@@ -181,8 +185,16 @@ class Hub:
         return result
 
     def broadcast(self, sender: Optional[IPeer], payload: dict) -> int:
-        """Deliver a BROADCAST to every logged-in peer but the sender."""
+        """
+        Deliver a BROADCAST to every logged-in peer but the sender, if the
+        bytes it delivers fit its token's and the server's budgets (the
+        server's own broadcasts, from operators, are not counted).
+        """
         body = delivery_body(sender.device_id if sender else "server", payload)
+        budget = self.broadcast_budget
+        if budget is not None and sender is not None and not budget.allow(
+                sender.token.owner, (len(body) + HEADER_SIZE) * (len(self.sessions) - 1)):
+            return Status.QUOTA_LIMIT
         for peer in self.sessions:
             if peer is not sender:
                 peer.deliver(BROADCAST, body)

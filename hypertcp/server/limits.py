@@ -25,6 +25,8 @@ class Limits:
     client_heartbeat: float = 30.0
     close_timeout: float = 5.0
     max_pending_per_source: int = 256
+    broadcast_rate: int = 1048576
+    broadcast_rate_total: int = 4194304
 
     @property
     def burst(self) -> float:
