@@ -155,6 +155,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "redirect_targets": Option(_addresses, "",
                                    "HOST:PORT the redirect and drain commands may send "
                                    "sessions to; empty: any"),
+        "backlog": Option(_int(1), "4096",
+                          "accept queue of every listener whose endpoint names no backlog="),
     },
     "limits": {
         "max_payload": Option(_int(16, 65535), "8192",
@@ -255,6 +257,7 @@ class ServerConfig:
     token_reload: float
     handlers: list[str]
     redirect_targets: list[tuple[str, int]]
+    backlog: int
 
 
 @dataclass(frozen=True)

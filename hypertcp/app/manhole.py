@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from hypertcp.app.audit import AuditedManhole, Operator, audited
 from hypertcp.app.config import ConfigError, ManholeConfig
-from hypertcp.app.listeners import Listener
+from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
 from hypertcp.protocol.commands import status_name
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.tokens import TokenStore
@@ -279,7 +279,7 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
 
 
 def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any = None,
-                reactor: Any = None) -> MultiService:
+                reactor: Any = None, backlog: int = DEFAULT_BACKLOG) -> MultiService:
     """The SSH manhole for C{[manhole]} in C{config}, on the live C{factory}."""
     top = MultiService()
     rates = Rates(factory)
@@ -304,5 +304,5 @@ def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any =
         if not any(marker in description for marker in LOOPBACK):
             log.warn("manhole: {where} is not loopback-only; anyone who reaches it can try keys",
                      where=description)
-        Listener("manhole", description, ssh, reactor).setServiceParent(top)
+        Listener("manhole", description, ssh, reactor, backlog).setServiceParent(top)
     return top

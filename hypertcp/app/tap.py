@@ -103,8 +103,9 @@ def build(config: Config, reactor: Any, options: Optional[Options] = None) -> To
         reloader.register("config", Reconfigure(options["config"], options.overrides, config,
                                                 factory, top.logs).reload)
     reloader.register("token file", _tokens_part(factory))
+    backlog = config.server.backlog
     for description in config.server.listen:
-        Listener("tcp", description, factory, reactor).setServiceParent(top)
+        Listener("tcp", description, factory, reactor, backlog).setServiceParent(top)
     TimerService(config.server.token_reload, factory.reload_tokens).setServiceParent(top)
     certificate = None
     if config.tls.certificate:
@@ -112,16 +113,17 @@ def build(config: Config, reactor: Any, options: Optional[Options] = None) -> To
         certificate = certificate_service(config.tls, reactor)
         certificate.setServiceParent(top)
         reloader.register("TLS certificate", certificate.reload_now)
-        for listener in listeners(config.tls, certificate, factory, reactor):
+        for listener in listeners(config.tls, certificate, factory, reactor, backlog):
             listener.setServiceParent(top)
     balancer = None
     if config.balancer.listen:
         from hypertcp.app.balancer.service import makeService as balancer_service
-        balancer = balancer_service(config.balancer, factory, certificate, reactor)
+        balancer = balancer_service(config.balancer, factory, certificate, reactor, backlog)
         balancer.setServiceParent(top)
     if config.manhole.listen:
         from hypertcp.app.manhole import makeService as manhole_service
-        manhole_service(config.manhole, factory, balancer, reactor).setServiceParent(top)
+        manhole_service(config.manhole, factory, balancer, reactor,
+                        backlog).setServiceParent(top)
     return top
 
 

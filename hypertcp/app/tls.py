@@ -29,7 +29,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from hypertcp.app.config import DEFAULT_CIPHERS, ConfigError, TLSConfig
-from hypertcp.app.listeners import Listener
+from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
 
 VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
@@ -171,10 +171,11 @@ def certificate_service(config: TLSConfig, reactor: Any = None) -> ServerCertifi
 
 
 def listeners(config: TLSConfig, certificate: ServerCertificate, factory: Any,
-              reactor: Any = None) -> list[Listener]:
+              reactor: Any = None, backlog: int = DEFAULT_BACKLOG) -> list[Listener]:
     """A TLS listener for each C{[tls] listen} endpoint, serving C{factory}."""
     tls_factory = TLSMemoryBIOFactory(certificate, False, factory)
-    return [Listener("tls", description, tls_factory, reactor) for description in config.listen]
+    return [Listener("tls", description, tls_factory, reactor, backlog)
+            for description in config.listen]
 
 
 # -- clients --

@@ -14,7 +14,7 @@ from hypertcp.app.balancer.backends import Backend
 from hypertcp.app.balancer.picking import Ring, least_loaded
 from hypertcp.app.balancer.session import BalancerFactory
 from hypertcp.app.config import BalancerConfig, ConfigError
-from hypertcp.app.listeners import Listener
+from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
 from hypertcp.client.txclient import clientService
 from hypertcp.protocol.commands import Status, status_name
 from hypertcp.server.commands import require_grant
@@ -170,7 +170,7 @@ class Balancer(MultiService):
 
 
 def makeService(config: BalancerConfig, node: HyperTCPFactory, certificate: Any = None,
-                reactor: Any = None) -> Balancer:
+                reactor: Any = None, backlog: int = DEFAULT_BACKLOG) -> Balancer:
     """The balancer, its health checks and its listeners, for C{[balancer]} in C{config}."""
     try:
         balancer = Balancer(config, node, reactor)
@@ -181,7 +181,7 @@ def makeService(config: BalancerConfig, node: HyperTCPFactory, certificate: Any 
         from twisted.protocols.tls import TLSMemoryBIOFactory
         factory = TLSMemoryBIOFactory(certificate, False, factory)
     for description in config.listen:
-        listener = Listener("balancer", description, factory, reactor)
+        listener = Listener("balancer", description, factory, reactor, backlog)
         listener.setServiceParent(balancer)
         balancer.listeners.append(listener)
     balancer.register_commands(node.hub)
