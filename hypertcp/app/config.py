@@ -182,7 +182,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                    "must exceed it; 0: no check"),
         "close_timeout": Option(_float(0.1), "5",
                                 "seconds a closing connection has to finish before it is aborted"),
-        "max_pending_per_source": Option(_int(0), "256",
+        "max_pending_per_source": Option(_int(0), "1024",
                                          "connections not logged in yet from one address "
                                          "(IPv6: one /64); 0 is no limit"),
         "broadcast_rate": Option(_int(0), "1048576",
