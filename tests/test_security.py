@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from hypertcp.client import Client, HyperTCPError
 from hypertcp.protocol.commands import Command, Status
-from tests.daemon import make_certs
+from tests.daemon import hypertcp, make_certs
 from tests.raw import Raw
 
 
@@ -165,3 +166,47 @@ def test_connections_without_a_token_cannot_lock_out_devices(start_daemon, token
             sock.close()
         for device in devices:
             device.close()
+
+
+@pytest.mark.integration
+def test_a_node_that_requires_challenges_takes_them_from_the_clients_and_cli(
+        start_daemon, token) -> None:
+    daemon = start_daemon("--set", "auth.require_challenge=yes")
+    secret = token("dev-1")
+    with Raw(daemon.port) as sketch:
+        assert sketch.login(secret) == Status.NOT_ALLOWED, "the raw token is refused"
+    with pytest.raises(HyperTCPError) as refused:
+        Client("127.0.0.1", daemon.port, secret, timeout=10).connect()
+    assert refused.value.status == Status.NOT_ALLOWED
+    with Client("127.0.0.1", daemon.port, secret, timeout=10, challenge=True) as client:
+        assert client.send_to_server({"command": "whoami"}) == Status.SUCCESS
+        assert client.receive(10).payload["deviceId"] == "dev-1"
+    common = ("--port", str(daemon.port), f"--token={secret}")
+    ok = hypertcp("ping", *common, "--challenge")
+    assert ok.returncode == 0, ok.stderr
+    plain = hypertcp("ping", *common)
+    assert plain.returncode == 1 and "NOT_ALLOWED" in plain.stderr
+
+
+@pytest.mark.integration
+def test_a_bound_tls_listener_takes_only_the_id_the_certificate_names(
+        start_daemon, token, tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "bound", "--host", "localhost", "--client", "dev-1")
+    daemon = start_daemon("--listen=", "--tls", "tcp:0:interface=127.0.0.1",
+                          "--tls-cert", str(certs / "server.pem"),
+                          "--tls-key", str(certs / "server.key"),
+                          "--tls-ca", str(certs / "ca.pem"),
+                          "--set", "tls.require_client_cert=yes",
+                          "--set", "tls.bind_certificate_to_id=yes", expect=("tls",))
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / "client-dev-1.pem"), str(certs / "client-dev-1.key"))
+    port = daemon.ports["tls"]
+    with Client("127.0.0.1", port, token("dev-1"), ssl_context=context,
+                server_hostname="localhost", timeout=10) as device:
+        assert device.ping() < 5
+    fleet = token("fleet", "--role", "fleet")
+    with pytest.raises(HyperTCPError) as refused:
+        Client("127.0.0.1", port, fleet, "dev-2", ssl_context=context,
+               server_hostname="localhost", timeout=10).connect()
+    assert refused.value.status == Status.NOT_ALLOWED
+    daemon.wait_for_log("the client certificate (dev-1) does not name 'dev-2'")

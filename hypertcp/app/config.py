@@ -207,6 +207,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
                          "seconds between checks of the files for changes; 0: on SIGHUP only"),
         "ciphers": Option(_text, DEFAULT_CIPHERS,
                           "OpenSSL cipher string for TLS 1.2; the default offers AEAD suites only"),
+        "bind_certificate_to_id": Option(_bool, "no",
+                                         "a TLS login's client certificate (subject CN or SAN) "
+                                         "must name the device id it logs in as"),
     },
     "manhole": {
         "listen": Option(_ssh_endpoints, "",
@@ -242,6 +245,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "format": Option(_choice("text", "json"), "text",
                          "text (twistd's lines) or json (one JSON object per line)"),
     },
+    "auth": {
+        "require_challenge": Option(_bool, "no",
+                                    "refuse token logins; take only challenge logins, which "
+                                    "keep the token off the wire"),
+    },
 }
 
 #: What SIGHUP applies to the running server when the config file changed
@@ -270,6 +278,7 @@ class TLSConfig:
     min_version: str
     reload: float
     ciphers: str
+    bind_certificate_to_id: bool
 
 
 @dataclass(frozen=True)
@@ -300,6 +309,11 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    require_challenge: bool
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one typed dataclass per section."""
 
@@ -309,6 +323,7 @@ class Config:
     manhole: ManholeConfig
     balancer: BalancerConfig
     log: LogConfig
+    auth: AuthConfig
 
 
 #: The dataclass each section is read into.
@@ -386,6 +401,9 @@ def _check(config: Config) -> None:
         raise ConfigError("TLS listeners need [tls] certificate (try `hypertcp certs`)")
     if tls.require_client_cert and not tls.ca:
         raise ConfigError("[tls] require_client_cert needs [tls] ca, the CA of the device certificates")
+    if tls.bind_certificate_to_id and not tls.require_client_cert:
+        raise ConfigError("[tls] bind_certificate_to_id needs [tls] require_client_cert, "
+                          "so every TLS login presents a certificate")
     if balancer.listen and not balancer.backends:
         raise ConfigError("[balancer] listen needs [balancer] backends")
     if balancer.listen and not balancer.token_file:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
-from twisted.logger import ILogObserver
+from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
 from hypertcp.app.config import Config, ConfigError
@@ -32,6 +32,8 @@ from hypertcp.server.hub import Hub
 from hypertcp.server.tokens import TokenFileError, TokenStore
 
 __all__ = ["Options", "makeService"]
+
+log = Logger()
 
 
 def first_start(store: TokenStore) -> None:
@@ -60,7 +62,9 @@ def node(config: Config, reactor: Any) -> HyperTCPFactory:
     for hook in config.server.handlers:
         module, _, name = hook.partition(":")
         getattr(importlib.import_module(module), name)(hub)
-    return HyperTCPFactory(config.limits, store, hub, reactor)
+    return HyperTCPFactory(config.limits, store, hub, reactor,
+                           require_challenge=config.auth.require_challenge,
+                           bind_certificates=config.tls.bind_certificate_to_id)
 
 
 class Top(MultiService):
@@ -104,6 +108,9 @@ def build(config: Config, reactor: Any, options: Optional[Options] = None) -> To
                                                 factory, top.logs).reload)
     reloader.register("token file", _tokens_part(factory))
     backlog = config.server.backlog
+    if config.tls.bind_certificate_to_id and config.server.listen:
+        log.warn("[tls] bind_certificate_to_id: logins on the plain listeners ({listen}) "
+                 "carry no certificate and are not bound", listen=" ".join(config.server.listen))
     for description in config.server.listen:
         Listener("tcp", description, factory, reactor, backlog).setServiceParent(top)
     TimerService(config.server.token_reload, factory.reload_tokens).setServiceParent(top)

@@ -30,10 +30,15 @@ class HyperTCPFactory(ServerFactory):
     noisy = False
     log = Logger()
 
-    def __init__(self, limits: Limits, tokens: TokenStore, hub: Hub, clock: Any = None) -> None:
+    def __init__(self, limits: Limits, tokens: TokenStore, hub: Hub, clock: Any = None, *,
+                 require_challenge: bool = False, bind_certificates: bool = False) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.limits = limits
+        #: [auth] require_challenge: token logins are refused, challenge logins taken.
+        self.require_challenge = require_challenge
+        #: [tls] bind_certificate_to_id: a TLS login's certificate must name its id.
+        self.bind_certificates = bind_certificates
         self.tokens = tokens
         self.hub = hub
         self.clock = clock

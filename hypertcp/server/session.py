@@ -21,15 +21,16 @@ from zope.interface import implementer
 from hypertcp.framing import FrameReceiver
 from hypertcp.protocol import server as rules
 from hypertcp.protocol.bodies import (
-    PROTOCOL_LEVEL, BadBody, closing_body, parse_login, parse_send, redirect_body,
-    refusal_body,
+    PROTOCOL_LEVEL, BadBody, challenge_body, closing_body, parse_login, parse_send,
+    redirect_body, refusal_body,
 )
 from hypertcp.protocol.commands import Command, Status, describe
-from hypertcp.protocol.frames import HEADER, Frame, Oversize, response
+from hypertcp.protocol.frames import HEADER, Frame, Oversize, encode, response
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
 from hypertcp.server.interfaces import IPeer
+from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
 from hypertcp.server.refusals import RefusalLog
 
@@ -83,6 +84,7 @@ class Session(FrameReceiver):
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
     _close_timer: Optional[IDelayedCall] = None
+    _gate: Optional[LoginGate] = None  # while logging in
     _producing = False  # registered as the transport's producer
 
     def connectionMade(self) -> None:
@@ -396,9 +398,12 @@ class Session(FrameReceiver):
         self.respond(frame.msg_id)
 
     def _login(self, frame: Frame) -> None:
+        gate = self._gate
+        if gate is None:
+            gate = self._gate = LoginGate(self.factory)
         try:
             login = parse_login(frame.payload)
-            record, device_id = self.factory.authenticate(login)
+            result = gate.login(login, self.transport)
         except BadBody as e:
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
@@ -408,13 +413,20 @@ class Session(FrameReceiver):
             if e.status == Status.INVALID_TOKEN:
                 self.close(str(e))
             return
+        if type(result) is Challenge:
+            # The nonce goes back in a LOGIN frame that echoes the request's msg_id.
+            self.write(encode(Command.LOGIN, frame.msg_id, challenge_body(result.nonce)))
+            return
+        record, device_id = result
         if device_id is None:
             device_id = f"{record.prefix or ''}device_{self.host}_{self.port}"
         elif not self.factory.hub.may_join(device_id, record):
+            self.reasons = login.reasons
             self._refuse(frame, Status.NOT_ALLOWED,
                          f"{device_id!r} is online under another token")
             return
         self._login_timer.cancel()
+        self._gate = None
         self.token = record
         self.device_id = device_id
         self.proto = login.proto
