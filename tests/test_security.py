@@ -18,6 +18,7 @@ from hypertcp.client import Client, HyperTCPError
 from hypertcp.protocol.commands import Command, Status
 from tests.daemon import hypertcp, make_certs
 from tests.raw import Raw
+from tests.ssh import Console, keygen, known_hosts
 
 
 @pytest.fixture
@@ -210,3 +211,35 @@ def test_a_bound_tls_listener_takes_only_the_id_the_certificate_names(
                server_hostname="localhost", timeout=10).connect()
     assert refused.value.status == Status.NOT_ALLOWED
     daemon.wait_for_log("the client certificate (dev-1) does not name 'dev-2'")
+
+
+@pytest.mark.integration
+def test_bare_connections_to_the_manhole_are_capped_and_timed_out(
+        start_daemon, tmp_path: Path) -> None:
+    key = keygen(tmp_path / "operator")
+    authorized = tmp_path / "authorized_keys"
+    authorized.write_text(Path(f"{key}.pub").read_text())
+    host_key = tmp_path / "host_key"
+    daemon = start_daemon("--manhole", "tcp:0:interface=127.0.0.1",
+                          "--set", f"manhole.authorized_keys={authorized}",
+                          "--set", f"manhole.host_key={host_key}",
+                          "--set", "manhole.login_timeout=2", "--set", "manhole.max_pending=3",
+                          expect=("tcp", "manhole"))
+    port = daemon.ports["manhole"]
+    console = Console(port, key, known_hosts(tmp_path, port, host_key))
+    bare: list[socket.socket] = []
+    try:
+        assert console.run("print(6 * 7)").strip() == "42"
+        bare = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+        # Three wait for their deadline; the fourth is closed at once.
+        assert [still_open(sock, 0.5) for sock in bare] == [True, True, True, False]
+        for sock in bare[:3]:
+            closed_by_server(sock, timeout=10)
+        daemon.wait_for_log("manhole: refused 127.0.0.1: 3 connections have not authenticated yet")
+        daemon.wait_for_log("did not authenticate within 2 s")
+        # The operator, logged in before them, is neither counted nor timed out.
+        assert console.run("print(6 * 8)").strip() == "48"
+    finally:
+        console.close()
+        for sock in bare:
+            sock.close()

@@ -218,6 +218,10 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                   "OpenSSH authorized_keys file of the operators' public keys"),
         "host_key": Option(_text, "hypertcp-manhole-host-key",
                            "the SSH host key, generated there on first start"),
+        "login_timeout": Option(_float(1), "30",
+                                "seconds a connection has to authenticate before it is closed"),
+        "max_pending": Option(_int(0), "10",
+                              "connections not authenticated yet, at most; 0 is no limit"),
     },
     "balancer": {
         "listen": Option(_endpoints, "",
@@ -286,6 +290,8 @@ class ManholeConfig:
     listen: list[str]
     authorized_keys: str
     host_key: str
+    login_timeout: float
+    max_pending: int
 
 
 @dataclass(frozen=True)

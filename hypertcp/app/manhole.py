@@ -35,6 +35,7 @@ from zope.interface import implementer
 from hypertcp.app.audit import AuditedManhole, Operator, audited
 from hypertcp.app.config import ConfigError, ManholeConfig
 from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
+from hypertcp.app.preauth import PreAuthLimit
 from hypertcp.protocol.commands import status_name
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.tokens import TokenStore
@@ -278,6 +279,11 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
             "balancer": balancer}
 
 
+def _authenticated(transport: Any) -> bool:
+    """Has this SSH connection authenticated?  The connection service starts only then."""
+    return getattr(getattr(transport, "service", None), "name", None) == b"ssh-connection"
+
+
 def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any = None,
                 reactor: Any = None, backlog: int = DEFAULT_BACKLOG) -> MultiService:
     """The SSH manhole for C{[manhole]} in C{config}, on the live C{factory}."""
@@ -300,9 +306,13 @@ def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any =
     if not Path(config.authorized_keys).exists():
         log.warn("manhole: {path} does not exist yet; no one can log in until it does",
                  path=config.authorized_keys)
+    if reactor is None:
+        from twisted.internet import reactor
+    guarded = PreAuthLimit(ssh, _authenticated, config.login_timeout, config.max_pending,
+                           reactor, "manhole")
     for description in config.listen:
         if not any(marker in description for marker in LOOPBACK):
             log.warn("manhole: {where} is not loopback-only; anyone who reaches it can try keys",
                      where=description)
-        Listener("manhole", description, ssh, reactor, backlog).setServiceParent(top)
+        Listener("manhole", description, guarded, reactor, backlog).setServiceParent(top)
     return top
