@@ -10,11 +10,11 @@ the hub's business, not the session's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -29,6 +29,7 @@ from hypertcp.protocol.frames import HEADER, Frame, Oversize, encode, response
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
+from hypertcp.server.bounded import BoundedConnection
 from hypertcp.server.interfaces import IPeer
 from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
@@ -54,13 +55,12 @@ SPARE_RESPONSES = 1000
 
 
 @implementer(IPushProducer, IPeer)
-class Session(FrameReceiver):
+class Session(BoundedConnection, FrameReceiver):
     """
-    A server-side connection.  It is its transport's producer only so the
-    transport tells it when the peer stops reading: from then on every byte
-    queued for the peer is counted, and past C{max_outbound_buffer} the peer
-    is dropped, so a stalled reader costs bounded memory and never slows the
-    sender.
+    A server-side connection.  As a L{BoundedConnection} it drops a peer
+    that stops reading once C{max_outbound_buffer} bytes are queued for it,
+    so a stalled reader costs bounded memory and never slows the sender,
+    and each of its closes has a deadline.
     """
 
     log = Logger()
@@ -70,22 +70,15 @@ class Session(FrameReceiver):
     token: Optional["TokenRecord"] = None
     #: The protocol level the peer announced at login (1: the original sketch).
     proto = 1
-    peer = "?"
     connected_at = 0.0
-    closing_reason: Optional[str] = None
     #: The client's login asked to be told why it is refused or closed.
     reasons = False
     _reasons_budget: Optional[RateLimiter] = None
-    dropped = False  # aborted: the transport drops what it is given, so stop giving
-    _quiet = False  # its end is logged elsewhere, once per window
     #: Frames held by the factory's write batch until the read that made them ends.
     out: Optional[list[bytes]] = None
-    _on_drained: Optional[Callable[[], None]] = None
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
-    _close_timer: Optional[IDelayedCall] = None
     _gate: Optional[LoginGate] = None  # while logging in
-    _producing = False  # registered as the transport's producer
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -105,18 +98,13 @@ class Session(FrameReceiver):
             self._rate = RateLimiter(limits.rate_limit, limits.burst, limits.quota_strikes, now)
         self._refusals = RefusalLog(now)
         self._responses = 0
-        self._paused = False
-        self._queued = 0
-        self.transport.registerProducer(self, True)
-        self._producing = True
+        self.watch()
         self._login_timer = clock.callLater(limits.login_timeout, self._login_expired)
         self._idle_timer = clock.callLater(limits.idle_timeout / 2, self._idle_check)
         factory.connection_opened(self)
 
     def connectionLost(self, reason: Any = None) -> None:
-        for timer in (self._login_timer, self._idle_timer, self._close_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self.stop_timers(self._login_timer, self._idle_timer)
         if self._acks is not None:
             self._acks.end()
         self.factory.connection_closed(self)
@@ -129,39 +117,6 @@ class Session(FrameReceiver):
         self.log.info("{peer} ({device}) disconnected: {why}", peer=self.peer,
                       device=self.device_id or "not logged in", why=why)
 
-    # -- IPushProducer: the transport's view of whether the peer reads --
-
-    def pauseProducing(self) -> None:
-        # Called on every write while the transport's buffer is full.
-        if not self._paused:
-            self._paused = True
-            self._queued = 0
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._queued = 0
-        if self._on_drained is not None:
-            callback, self._on_drained = self._on_drained, None
-            callback()
-
-    def stopProducing(self) -> None:
-        pass
-
-    @property
-    def paused(self) -> bool:
-        """Has the peer stopped reading what it is sent?"""
-        return self._paused
-
-    def when_drained(self, callback: Callable[[], None]) -> None:
-        """
-        Call C{callback} once the peer is reading again (now, if it is), so
-        bulk output can be paced by the peer instead of tripping the cap.
-        """
-        if self._paused:
-            self._on_drained = callback
-        else:
-            callback()
-
     # -- sending --
 
     def write(self, data: bytes) -> None:
@@ -169,13 +124,8 @@ class Session(FrameReceiver):
         transport = self.transport
         if transport.disconnecting or self.dropped:
             return
-        if self._paused:
-            self._queued += len(data)
-            cap = self.factory.limits.max_outbound_buffer
-            if self._queued > cap:
-                self.factory.count("slow_receiver")
-                self.abort(f"slow receiver: outbound buffer over {cap} bytes")
-                return
+        if self._paused and self.over_cap(len(data)):
+            return
         batch = self.factory.batch
         if not batch.active:
             transport.write(data)
@@ -244,53 +194,17 @@ class Session(FrameReceiver):
         if budget.allow(self.factory.clock.seconds()):
             self.deliver(Command.JSON_MESSAGE, refusal_body(msg_id, status, why))
 
-    def close(self, reason: str) -> None:
-        """
-        Close after what is queued has been sent, and say why in the log.
+    def closing(self, reason: str) -> None:
+        if self.reasons:
+            self.deliver(Command.JSON_MESSAGE, closing_body(reason))
 
-        The session stops being a delivery target now, not when the peer has
-        taken the last byte, and the close has a deadline: a peer that stops
-        reading, or a TLS handshake left half done (TLS holds its close until
-        queued data can go out), is aborted when C{close_timeout} passes.
-        """
-        if self.closing_reason is None:
-            if self.reasons:
-                self.deliver(Command.JSON_MESSAGE, closing_body(reason))
-            self.closing_reason = reason
-            self.log.info("{peer} ({device}): closing: {why}", peer=self.peer,
-                          device=self.device_id or "not logged in", why=reason)
+    def leaving(self) -> None:
+        # Closing: no longer a delivery target, and whoever awaits its
+        # acknowledgements learns now that it is gone.
         self.factory.hub.detach(self)
         if self._acks is not None:
-            self._acks.end()  # its senders learn now that it is gone
+            self._acks.end()
         self.flush()
-        if self.dropped:
-            return
-        if self._close_timer is None:
-            self._close_timer = self.factory.clock.callLater(
-                self.factory.limits.close_timeout, self._close_expired)
-        transport = self.transport
-        if self._producing:
-            # A TLS transport with a producer registered never starts its close.
-            self._producing = False
-            transport.unregisterProducer()
-        transport.loseConnection()
-
-    def _close_expired(self) -> None:
-        self.abort(f"close not finished within {self.factory.limits.close_timeout:g} s "
-                   f"({self.closing_reason})")
-
-    def abort(self, reason: str, quiet: bool = False) -> None:
-        """
-        Drop the connection now, discarding what is queued.  C{quiet} leaves
-        the log to the caller (admission logs its evictions once per window).
-        """
-        self.dropped = True
-        self.closing_reason = reason
-        self._quiet = quiet
-        if not quiet:
-            self.log.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
-                          device=self.device_id or "not logged in", why=reason)
-        self.transport.abortConnection()
 
     # -- receiving --
 
