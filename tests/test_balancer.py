@@ -291,6 +291,8 @@ def test_the_balancer_keeps_to_max_connections(start_daemon, start_balancer, tok
     balancer = start_balancer([node.port], "--listen=", "--set", "limits.max_connections=1",
                               expect=("balancer",))
     with Raw(balancer.ports["balancer"]) as first:
+        # Logged in (relayed, as the original sketch is): it keeps its slot.
+        assert first.login(token("dev-1")) == Status.SUCCESS
         assert first.request(Command.PING) == Status.SUCCESS
         with Raw(balancer.ports["balancer"]) as second:
             assert second.wait_closed()

@@ -16,6 +16,7 @@ import pytest
 
 from hypertcp.client import Client, HyperTCPError
 from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import encode
 from tests.daemon import hypertcp, make_certs
 from tests.raw import Raw
 from tests.ssh import Console, keygen, known_hosts
@@ -243,3 +244,31 @@ def test_bare_connections_to_the_manhole_are_capped_and_timed_out(
         console.close()
         for sock in bare:
             sock.close()
+
+
+@pytest.mark.integration
+def test_a_balancer_drops_a_peer_that_sends_pings_and_never_reads(
+        start_daemon, token, tmp_path: Path) -> None:
+    node = start_daemon()
+    token_file = tmp_path / "balancer.token"
+    token_file.write_text(token("balancer", "--role", "fleet", "--grant", "stats", "drain"))
+    balancer = start_daemon("--listen=", "--balancer", "tcp:0:interface=127.0.0.1",
+                            "--backend", f"127.0.0.1:{node.port}",
+                            "--set", f"balancer.token_file={token_file}", "--rate-limit", "0",
+                            expect=("balancer",))
+    flooder = socket.socket()
+    flooder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    flooder.connect(("127.0.0.1", balancer.ports["balancer"]))
+    try:
+        ping = b"".join(encode(Command.PING, i) for i in range(1, 10001))
+        flooder.settimeout(10)
+        try:
+            for _ in range(100):  # 5 MB of PINGs; their answers are never read
+                flooder.sendall(ping)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        balancer.wait_for_log("slow receiver: outbound buffer over 1048576 bytes")
+        with Raw(balancer.ports["balancer"]) as polite:
+            assert polite.request(Command.PING) == Status.SUCCESS
+    finally:
+        flooder.close()
