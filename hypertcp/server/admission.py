@@ -45,14 +45,16 @@ class Admission:
     The connections of one factory that have not logged in yet, oldest
     first, by source.  A connection is anything with C{host} and
     C{abort(reason, quiet)}; the factory tells this when one opens
-    (L{opened}), logs in (L{logged_in}) and closes (L{closed}).
+    (L{opened}), logs in (L{logged_in}) and closes (L{closed}).  The caps
+    are read from C{owner.limits} at each new connection, so limits
+    reloaded on SIGHUP apply from the next one.
     """
 
     log = Logger()
 
-    def __init__(self, limits: Limits, clock: Any,
+    def __init__(self, owner: Any, clock: Any,
                  count: Callable[[str], None] = lambda what: None) -> None:
-        self.limits = limits
+        self.owner = owner
         self.clock = clock
         self.count = count
         #: Connections not logged in yet and their sources, oldest first.
@@ -64,13 +66,14 @@ class Admission:
     def admit(self, addr: Any, open_now: int) -> bool:
         """May one more connection from C{addr} open, with C{open_now} open already?"""
         host = getattr(addr, "host", None) or "?"
-        per_source = self.limits.max_pending_per_source
+        limits: Limits = self.owner.limits
+        per_source = limits.max_pending_per_source
         if per_source and self._per_source.get(source_of(host), 0) >= per_source:
             self.count("pending_per_source")
             self._refused(host, f"{per_source} connections from {source_of(host)} "
                                 "not logged in yet")
             return False
-        cap = self.limits.max_connections
+        cap = limits.max_connections
         if cap and open_now >= cap:
             if self._yield_oldest():
                 return True

@@ -44,6 +44,7 @@ class BroadcastBudget:
 
     def __init__(self, per_token: float, total: float, clock: Any) -> None:
         self.per_token = per_token
+        self.total = total
         self.clock = clock
         self._total = ByteBudget(total, clock.seconds()) if total else None
         self._tokens: dict[str, ByteBudget] = {}

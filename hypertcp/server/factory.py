@@ -46,7 +46,7 @@ class HyperTCPFactory(ServerFactory):
         self.sessions: set[Session] = set()
         self.counters: dict[str, int] = {}
         #: Which connections may open: the cap, and those not logged in yet.
-        self.admission = Admission(limits, clock, self.count)
+        self.admission = Admission(self, clock, self.count)
         hub.broadcast_budget = BroadcastBudget(limits.broadcast_rate,
                                                limits.broadcast_rate_total, clock)
         # Frames received on connections since closed: with the live ones'
@@ -100,6 +100,11 @@ class HyperTCPFactory(ServerFactory):
         """
         self.limits = limits
         self.hub.ack_timeout = limits.ack_timeout
+        budget = self.hub.broadcast_budget
+        if budget is None or (budget.per_token, budget.total) != (limits.broadcast_rate,
+                                                                  limits.broadcast_rate_total):
+            self.hub.broadcast_budget = BroadcastBudget(limits.broadcast_rate,
+                                                        limits.broadcast_rate_total, self.clock)
 
     def reload_tokens(self, force: bool = False) -> bool:
         """

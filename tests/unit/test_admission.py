@@ -7,6 +7,8 @@ not once per connection.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
@@ -97,3 +99,11 @@ def test_refusals_are_logged_once_per_window(tmp_path):
     assert len(lines) == 2
     assert "999 more refused since" in lines[1]["log_format"].format(**lines[1])
     assert server.factory.counters["pending_per_source"] == 1001
+
+
+def test_limits_reloaded_on_sighup_apply_to_admission(tmp_path):
+    server = Server(tmp_path, max_pending_per_source=1)
+    assert connect(server, "198.51.100.7", 1) is not None
+    assert connect(server, "198.51.100.7", 2) is None
+    server.factory.set_limits(replace(server.limits, max_pending_per_source=2))
+    assert connect(server, "198.51.100.7", 3) is not None

@@ -10,6 +10,7 @@ test_balancer_relay.py has.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 from twisted.internet.address import IPv4Address
@@ -157,3 +158,14 @@ def test_a_challenge_login_is_redirected(tmp_path):
                                              challenge.proof(secret, nonce)))
     [refused] = replay.frames()
     assert refused.payload == bytes((Status.INVALID_TOKEN,)) and replay.closing
+
+
+def test_limits_reloaded_on_sighup_apply_at_the_balancer(tmp_path):
+    server, factory = balancer(tmp_path, max_pending_per_source=1)
+    assert Device(factory, port=1).session is not None
+    assert Device(factory, port=2).session is None
+    server.factory.set_limits(replace(server.limits, max_pending_per_source=2, rate_limit=1))
+    device = Device(factory, port=3)
+    assert device.session is not None
+    device.session.dataReceived(encode(Command.PING, 1) + encode(Command.PING, 2))
+    assert [f.payload for f in device.frames()] == [b"", bytes((Status.QUOTA_LIMIT,))]

@@ -6,6 +6,8 @@ few senders cannot flood every reader until the slow-reader cap drops them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.server.limits import Limits
 from tests.inprocess import Server
@@ -81,3 +83,13 @@ def test_messages_to_one_device_are_not_counted(tmp_path):
 
 def test_broadcast_budgets_are_on_by_default():
     assert Limits().broadcast_rate > 0 and Limits().broadcast_rate_total >= Limits().broadcast_rate
+
+
+def test_limits_reloaded_on_sighup_apply_to_the_budget(tmp_path):
+    server = Server(tmp_path, rate_limit=0)
+    readers(server, 5)
+    loud = server.online("loud", "fleet", "loud-1")
+    assert broadcast(loud, {"n": 1}) == Status.SUCCESS
+    server.factory.set_limits(replace(server.limits, broadcast_rate=1))
+    assert broadcast(loud, {"n": 2}) == Status.SUCCESS, "one, then the debt"
+    assert broadcast(loud, {"n": 3}) == Status.QUOTA_LIMIT

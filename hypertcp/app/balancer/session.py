@@ -28,6 +28,7 @@ from hypertcp.server.admission import Admission
 from hypertcp.server.auth import LoginRefused
 from hypertcp.server.bounded import BoundedConnection
 from hypertcp.server.factory import HyperTCPFactory
+from hypertcp.server.limits import Limits
 from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
 from hypertcp.server.refusals import RefusalLog
@@ -260,11 +261,15 @@ class BalancerFactory(ServerFactory):
     def __init__(self, balancer: "Balancer", node: HyperTCPFactory) -> None:
         self.balancer = balancer
         self.node = node
-        self.limits = node.limits
         self.clock = node.clock
         self.count = node.count
         self.open = 0
-        self.admission = Admission(node.limits, node.clock, node.count)
+        self.admission = Admission(self, node.clock, node.count)
+
+    @property
+    def limits(self) -> Limits:
+        """The node's, as reloaded on SIGHUP."""
+        return self.node.limits
 
     def buildProtocol(self, addr: Any) -> Optional[BalancerSession]:
         return super().buildProtocol(addr) if self.admission.admit(addr, self.open) else None
