@@ -29,10 +29,11 @@ def _bounded(sender: IPeer, device: Optional[str], name: str) -> None:
     token = sender.token
     if device is None:
         if not token.unbounded:
-            raise CommandError(Status.NOT_ALLOWED,
-                               f"{name} of every session needs a token with no prefix and reach *")
+            raise CommandError(Status.NOT_ALLOWED, f"{name} of every session needs a token "
+                                                   "with no prefix and reach *")
     elif not token.may_manage(device):
-        raise CommandError(Status.NOT_ALLOWED, f"{device!r} is outside the token's prefix or reach")
+        raise CommandError(Status.NOT_ALLOWED,
+                           f"{device!r} is outside the token's prefix or reach")
 
 
 def _address(hub: Hub, payload: dict, name: str) -> tuple[str, int, bool]:

@@ -61,7 +61,6 @@ def check_name(name: str, role: str) -> None:
         raise ValueError(f"{name!r} is a reserved id; a device token cannot be named so")
 
 
-
 def default_path() -> str:
     """The token file a command uses when none is named."""
     return os.environ.get("HYPERTCP_TOKENS", DEFAULT_PATH)
@@ -190,7 +189,7 @@ class TokenStore:
         self._records = records
         self._by_hash = {r.hash: r for r in records if not r.revoked}
         self._by_key = {r.key_id: r for r in self._by_hash.values()}
-        self._device_ids = {r.name for r in self._by_hash.values() if r.role == "device"}
+        self._device_ids = {r.name for r in records if r.role == "device" and not r.revoked}
 
     def _read(self) -> list[TokenRecord]:
         try:
