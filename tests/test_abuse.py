@@ -202,7 +202,7 @@ def test_connections_past_max_connections_are_closed_at_once(start_daemon, token
     server = start_daemon("--set", "limits.max_connections=2")
     with Raw(server.port) as one, Raw(server.port) as two:
         assert one.login(token("one"), proto=2) == Status.SUCCESS
-        assert two.request(Command.PING) == Status.SUCCESS
+        assert two.login(token("two"), proto=2) == Status.SUCCESS
         with Raw(server.port) as three:
             assert three.wait_closed()
         server.wait_for_log("2 connections already open")

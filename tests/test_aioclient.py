@@ -96,7 +96,8 @@ def test_the_whole_api(start_daemon, token, certs: Path):
 
 def test_it_follows_a_redirect_and_reconnects_after_a_restart(tmp_path: Path, tokens_file: Path,
                                                               token):
-    fleet, observer = token("fleet", "--role", "fleet"), token("ops", "--role", "observer")
+    fleet = token("fleet", "--role", "fleet")
+    observer = token("ops", "--role", "observer", "--grant", "redirect")
     first = Daemon(tmp_path, "--tokens", str(tokens_file)).start()
     second = Daemon(tmp_path, "--tokens", str(tokens_file)).start()
     third = None

@@ -208,7 +208,7 @@ def test_token_add_list_revoke(tmp_path: Path, start_daemon):
     listing = hypertcp("token", "list", "--tokens", tokens)
     assert listing.returncode == 0, listing.stderr
     header, kitchen, web = listing.stdout.splitlines()
-    assert header.split() == ["NAME", "ROLE", "PREFIX", "REACH", "CREATED", "STATE"]
+    assert header.split() == ["NAME", "ROLE", "PREFIX", "REACH", "GRANTS", "CREATED", "STATE"]
     assert kitchen.split()[:4] == ["esp32-kitchen", "device", "-", "*"]
     assert web.split()[:4] == ["backend", "fleet", "web-", "esp32-*,server"]
     assert kitchen.split()[-1] == web.split()[-1] == "live"

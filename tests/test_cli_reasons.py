@@ -35,7 +35,8 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 def test_refusals_say_why_and_server_replies_are_printed(start_daemon, token, tokens_file):
     daemon = start_daemon()
-    fleet, observer = token("fleet", "--role", "fleet"), token("ops", "--role", "observer")
+    fleet = token("fleet", "--role", "fleet")
+    observer = token("ops", "--role", "observer", "--grant", "stats")
     port = ("--port", str(daemon.port))
     big = {"blob": "x" * 8990}
     size = len(message_body("server", big))

@@ -48,7 +48,7 @@ def fleet(token) -> str:
 
 @pytest.fixture
 def observer(token) -> str:
-    return token("ops", "--role", "observer")
+    return token("ops", "--role", "observer", "--grant", "redirect")
 
 
 # -- the blocking client --

@@ -497,7 +497,8 @@ def test_device_follows_a_redirect_to_a_second_server(start_daemon, token, devic
     d = device(token("esp32-1"), home.port)
     d.expect("connected")
 
-    with Client("127.0.0.1", home.port, token=token("ops", "--role", "observer")) as ops:
+    admin = token("ops", "--role", "observer", "--grant", "redirect")
+    with Client("127.0.0.1", home.port, token=admin) as ops:
         assert ops.send_to_server({"command": "redirect", "deviceId": "esp32-1",
                                    "server": "127.0.0.1", "port": other.port}) == Status.SUCCESS
     d.expect(f"redirect 127.0.0.1 {other.port} 0")

@@ -137,6 +137,12 @@ def _ssh_endpoints(text: str) -> list[str]:
                                for word in text.split()))
 
 
+#: TLS 1.2 suites offered by default: forward secret and authenticated
+#: encryption only (GCM, ChaCha20-Poly1305), no CBC with SHA-1 or SHA-2 MACs.
+#: TLS 1.3 suites are all AEAD.
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+
+
 @dataclass(frozen=True)
 class Option:
     parse: Callable[[str], Any]
@@ -156,6 +162,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                "seconds between checks of the token file for changes"),
         "handlers": Option(_words, "",
                            "module:function hooks called with the hub to add server commands"),
+        "redirect_targets": Option(_addresses, "",
+                                   "HOST:PORT the redirect and drain commands may send "
+                                   "sessions to; empty: any"),
+        "backlog": Option(_int(1), "4096",
+                          "accept queue of every listener whose endpoint names no backlog="),
         "reuse_port": Option(_bool, "no",
                              "plain and TLS listeners set SO_REUSEPORT, so processes share "
                              "their ports (--workers sets it)"),
@@ -182,6 +193,17 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "client_heartbeat": Option(_float(0), "30",
                                    "seconds between the PINGs of quiet devices; idle_timeout "
                                    "must exceed it; 0: no check"),
+        "close_timeout": Option(_float(0.1), "5",
+                                "seconds a closing connection has to finish before it is aborted"),
+        "max_pending_per_source": Option(_int(0), "1024",
+                                         "connections not logged in yet from one address "
+                                         "(IPv6: one /64); 0 is no limit"),
+        "broadcast_rate": Option(_int(0), "1048576",
+                                 "bytes per second one token's broadcasts may deliver, over "
+                                 "all its connections; 0 is no limit"),
+        "broadcast_rate_total": Option(_int(0), "4194304",
+                                       "bytes per second all broadcasts together may deliver; "
+                                       "0 is no limit"),
     },
     "tls": {
         "listen": Option(_endpoints, "",
@@ -196,6 +218,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "min_version": Option(_choice("1.2", "1.3"), "1.2", "the oldest TLS version accepted"),
         "reload": Option(_float(0), "5",
                          "seconds between checks of the files for changes; 0: on SIGHUP only"),
+        "ciphers": Option(_text, DEFAULT_CIPHERS,
+                          "OpenSSL cipher string for TLS 1.2; the default offers AEAD suites only"),
+        "bind_certificate_to_id": Option(_bool, "no",
+                                         "a TLS login's client certificate (subject CN or SAN) "
+                                         "must name the device id it logs in as"),
     },
     "manhole": {
         "listen": Option(_ssh_endpoints, "",
@@ -204,6 +231,10 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                   "OpenSSH authorized_keys file of the operators' public keys"),
         "host_key": Option(_text, "hypertcp-manhole-host-key",
                            "the SSH host key, generated there on first start"),
+        "login_timeout": Option(_float(1), "30",
+                                "seconds a connection has to authenticate before it is closed"),
+        "max_pending": Option(_int(0), "10",
+                              "connections not authenticated yet, at most; 0 is no limit"),
     },
     "balancer": {
         "listen": Option(_endpoints, "",
@@ -213,8 +244,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "policy": Option(_choice("least-connections", "sticky"), "least-connections",
                          "how a node is picked for a login"),
         "token_file": Option(_text, "",
-                             "file holding an observer token the balancer logs in to backends "
-                             "with"),
+                             "file holding the token, granted stats and drain, the balancer "
+                             "logs in to backends with"),
         "health_interval": Option(_float(0.1), "2", "seconds between health checks of a node"),
         "health_timeout": Option(_float(0.1), "5",
                                  "seconds a node has to answer a health check before it is out"),
@@ -248,6 +279,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "format": Option(_choice("text", "json"), "text",
                          "text (twistd's lines) or json (one JSON object per line)"),
     },
+    "auth": {
+        "require_challenge": Option(_bool, "no",
+                                    "refuse token logins; take only challenge logins, which "
+                                    "keep the token off the wire"),
+    },
 }
 
 #: What SIGHUP applies to the running server when the config file changed
@@ -262,6 +298,8 @@ class ServerConfig:
     tokens: str
     token_reload: float
     handlers: list[str]
+    redirect_targets: list[tuple[str, int]]
+    backlog: int
     reuse_port: bool
 
 
@@ -274,6 +312,8 @@ class TLSConfig:
     require_client_cert: bool
     min_version: str
     reload: float
+    ciphers: str
+    bind_certificate_to_id: bool
 
 
 @dataclass(frozen=True)
@@ -281,6 +321,8 @@ class ManholeConfig:
     listen: list[str]
     authorized_keys: str
     host_key: str
+    login_timeout: float
+    max_pending: int
 
 
 @dataclass(frozen=True)
@@ -315,6 +357,11 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    require_challenge: bool
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one typed dataclass per section."""
 
@@ -325,6 +372,7 @@ class Config:
     balancer: BalancerConfig
     cluster: ClusterConfig
     log: LogConfig
+    auth: AuthConfig
 
 
 #: The dataclass each section is read into.
@@ -423,9 +471,12 @@ def _check(config: Config) -> None:
         raise ConfigError("TLS listeners need [tls] certificate (try `hypertcp certs`)")
     if tls.require_client_cert and not tls.ca:
         raise ConfigError("[tls] require_client_cert needs [tls] ca, the CA of the device certificates")
+    if tls.bind_certificate_to_id and not tls.require_client_cert:
+        raise ConfigError("[tls] bind_certificate_to_id needs [tls] require_client_cert, "
+                          "so every TLS login presents a certificate")
     if balancer.listen and not balancer.backends and not cluster.redis:
         raise ConfigError("[balancer] listen needs [balancer] backends, or [cluster] redis "
                           "to send devices to the nodes registered there")
     if balancer.backends and balancer.listen and not balancer.token_file:
-        raise ConfigError("[balancer] backends need [balancer] token_file, "
-                          "holding an observer token for the health checks")
+        raise ConfigError("[balancer] backends need [balancer] token_file, holding a token "
+                          "granted stats and drain for the health checks")

@@ -34,7 +34,8 @@ from zope.interface import implementer
 
 from hypertcp.app.audit import AuditedManhole, Operator, audited
 from hypertcp.app.config import ConfigError, ManholeConfig
-from hypertcp.app.listeners import Listener
+from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
+from hypertcp.app.preauth import PreAuthLimit
 from hypertcp.protocol.commands import status_name
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.tokens import TokenStore
@@ -194,19 +195,29 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
                          _buffered(s.transport)))
         print(_table(rows))
         print(f"{len(factory.sessions)} connections, {len(hub.devices)} devices online")
+        if hub.remote is not None:
+            # The cluster: the other nodes' connections, as this node knows them.
+            elsewhere = sorted(hub.remote.peers(), key=lambda p: (p.node, p.device_id))
+            if elsewhere:
+                print(_table([("DEVICE", "ADDRESS", "NODE")]
+                             + [(p.device_id, p.peer, p.node) for p in elsewhere]))
+            print(f"{len(elsewhere)} connections on other nodes")
 
     def kick(device_id: str) -> int:
         """Close every connection of device_id; return how many."""
         return hub.kick(device_id)
 
-    def send(device_id: str, payload: dict) -> str:
-        """Send payload (a dict) to device_id as "server"."""
-        return status_name(hub.send(device_id, _json_object(payload)))
+    def send(device_id: str, payload: dict) -> Any:
+        """Send payload (a dict) to device_id as "server", on any node; the status's name."""
+        answer = hub.send(device_id, _json_object(payload))
+        if isinstance(answer, int):
+            return status_name(answer)
+        return answer.addCallback(status_name)  # across the cluster: the manhole shows it
 
     def broadcast(payload: dict) -> int:
         """Send payload (a dict) as a BROADCAST from "server" to everyone; return to how many."""
         hub.broadcast(None, _json_object(payload))
-        return len(hub.sessions)
+        return len(hub.sessions) + (hub.remote.elsewhere() if hub.remote is not None else 0)
 
     def redirect(device_id: Optional[str], host: str, port: int, tls: bool = False) -> int:
         """Send device_id's connections (None: all) to log in at host:port; return how many."""
@@ -278,8 +289,13 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
             "balancer": balancer}
 
 
+def _authenticated(transport: Any) -> bool:
+    """Has this SSH connection authenticated?  The connection service starts only then."""
+    return getattr(getattr(transport, "service", None), "name", None) == b"ssh-connection"
+
+
 def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any = None,
-                reactor: Any = None) -> MultiService:
+                reactor: Any = None, backlog: int = DEFAULT_BACKLOG) -> MultiService:
     """The SSH manhole for C{[manhole]} in C{config}, on the live C{factory}."""
     top = MultiService()
     rates = Rates(factory)
@@ -300,9 +316,13 @@ def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any =
     if not Path(config.authorized_keys).exists():
         log.warn("manhole: {path} does not exist yet; no one can log in until it does",
                  path=config.authorized_keys)
+    if reactor is None:
+        from twisted.internet import reactor
+    guarded = PreAuthLimit(ssh, _authenticated, config.login_timeout, config.max_pending,
+                           reactor, "manhole")
     for description in config.listen:
         if not any(marker in description for marker in LOOPBACK):
             log.warn("manhole: {where} is not loopback-only; anyone who reaches it can try keys",
                      where=description)
-        Listener("manhole", description, ssh, reactor).setServiceParent(top)
+        Listener("manhole", description, guarded, reactor, backlog).setServiceParent(top)
     return top

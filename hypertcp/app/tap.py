@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
-from twisted.logger import ILogObserver
+from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
 from hypertcp.app.config import Config, ConfigError
@@ -34,6 +34,8 @@ from hypertcp.server.hub import Hub
 from hypertcp.server.tokens import TokenFileError, TokenStore
 
 __all__ = ["Options", "makeService"]
+
+log = Logger()
 
 
 def first_start(store: TokenStore) -> None:
@@ -64,11 +66,13 @@ def node(config: Config, reactor: Any) -> HyperTCPFactory:
     """The server core: tokens, hub with its commands and plug-ins, session factory."""
     store = token_store(config)
     hub = Hub(reactor, config.limits.ack_timeout)
-    commands.install(hub)
+    commands.install(hub, config.server.redirect_targets)
     for hook in config.server.handlers:
         module, _, name = hook.partition(":")
         getattr(importlib.import_module(module), name)(hub)
-    return HyperTCPFactory(config.limits, store, hub, reactor)
+    return HyperTCPFactory(config.limits, store, hub, reactor,
+                           require_challenge=config.auth.require_challenge,
+                           bind_certificates=config.tls.bind_certificate_to_id)
 
 
 class Top(MultiService):
@@ -111,8 +115,11 @@ def build(config: Config, reactor: Any, options: Optional[Options] = None) -> To
         reloader.register("config", Reconfigure(options["config"], options.overrides, config,
                                                 factory, top.logs).reload)
     reloader.register("token file", _tokens_part(factory))
-    reuse_port = config.server.reuse_port
-    plain = [Listener("tcp", description, factory, reactor, reuse_port)
+    backlog, reuse_port = config.server.backlog, config.server.reuse_port
+    if config.tls.bind_certificate_to_id and config.server.listen:
+        log.warn("[tls] bind_certificate_to_id: logins on the plain listeners ({listen}) "
+                 "carry no certificate and are not bound", listen=" ".join(config.server.listen))
+    plain = [Listener("tcp", description, factory, reactor, backlog, reuse_port)
              for description in config.server.listen]
     for listener in plain:
         listener.setServiceParent(top)
@@ -123,7 +130,8 @@ def build(config: Config, reactor: Any, options: Optional[Options] = None) -> To
         certificate = certificate_service(config.tls, reactor)
         certificate.setServiceParent(top)
         reloader.register("TLS certificate", certificate.reload_now)
-        for listener in listeners(config.tls, certificate, factory, reactor, reuse_port):
+        for listener in listeners(config.tls, certificate, factory, reactor, backlog,
+                                  reuse_port):
             listener.setServiceParent(top)
     cluster = None
     if config.cluster.redis:
@@ -133,12 +141,13 @@ def build(config: Config, reactor: Any, options: Optional[Options] = None) -> To
     balancer = None
     if config.balancer.listen:
         from hypertcp.app.balancer.service import makeService as balancer_service
-        balancer = balancer_service(config.balancer, factory, certificate, reactor,
+        balancer = balancer_service(config.balancer, factory, certificate, reactor, backlog,
                                     cluster.node if cluster is not None else None)
         balancer.setServiceParent(top)
     if config.manhole.listen:
         from hypertcp.app.manhole import makeService as manhole_service
-        manhole_service(config.manhole, factory, balancer, reactor).setServiceParent(top)
+        manhole_service(config.manhole, factory, balancer, reactor,
+                        backlog).setServiceParent(top)
     return top
 
 

@@ -20,7 +20,7 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator,
 )
 from twisted.internet.ssl import (
-    Certificate, CertificateOptions, PrivateCertificate, TLSVersion, optionsForClientTLS,
+    AcceptableCiphers, Certificate, CertificateOptions, PrivateCertificate, TLSVersion, optionsForClientTLS,
     platformTrust, trustRootFromCertificates,
 )
 from twisted.internet.task import LoopingCall
@@ -28,8 +28,8 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from hypertcp.app.config import ConfigError, TLSConfig
-from hypertcp.app.listeners import Listener
+from hypertcp.app.config import DEFAULT_CIPHERS, ConfigError, TLSConfig
+from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
 
 VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
@@ -67,9 +67,15 @@ class ServerCertificate(Service):
 
     def __init__(self, certificate: str, key: str = "", ca: str = "",
                  require_client_cert: bool = False, min_version: str = "1.2",
-                 interval: float = 0, reactor: Any = None) -> None:
+                 interval: float = 0, reactor: Any = None,
+                 ciphers: str = DEFAULT_CIPHERS) -> None:
         if reactor is None:
             from twisted.internet import reactor
+        try:
+            SSL.Context(SSL.TLS_METHOD).set_cipher_list(ciphers.encode("ascii"))
+        except (SSL.Error, UnicodeEncodeError):
+            raise ValueError(f"[tls] ciphers {ciphers!r} selects no cipher suite") from None
+        self.ciphers = AcceptableCiphers.fromOpenSSLCipherString(ciphers)
         self.files = [p for p in (certificate, key, ca) if p]
         self.certificate, self.key, self.ca = certificate, key or certificate, ca
         self.require_client_cert = require_client_cert
@@ -105,6 +111,7 @@ class ServerCertificate(Service):
             if self.ca else None,
             requireCertificate=self.require_client_cert,
             raiseMinimumTo=self.min_version,
+            acceptableCiphers=self.ciphers,
         )
         try:
             self._context = options.getContext()
@@ -158,16 +165,17 @@ def certificate_service(config: TLSConfig, reactor: Any = None) -> ServerCertifi
     try:
         return ServerCertificate(config.certificate, config.key, config.ca,
                                  config.require_client_cert, config.min_version,
-                                 config.reload, reactor)
+                                 config.reload, reactor, config.ciphers)
     except ValueError as e:
         raise ConfigError(f"TLS: {e}") from None
 
 
 def listeners(config: TLSConfig, certificate: ServerCertificate, factory: Any,
-              reactor: Any = None, reuse_port: bool = False) -> list[Listener]:
+              reactor: Any = None, backlog: int = DEFAULT_BACKLOG,
+              reuse_port: bool = False) -> list[Listener]:
     """A TLS listener for each C{[tls] listen} endpoint, serving C{factory}."""
     tls_factory = TLSMemoryBIOFactory(certificate, False, factory)
-    return [Listener("tls", description, tls_factory, reactor, reuse_port)
+    return [Listener("tls", description, tls_factory, reactor, backlog, reuse_port)
             for description in config.listen]
 
 

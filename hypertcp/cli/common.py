@@ -34,6 +34,8 @@ def connection_options() -> argparse.ArgumentParser:
                        help="connect over TLS, verifying the server's certificate and name")
     group.add_argument("--ca", metavar="FILE",
                        help="verify servers against this CA instead of the system's (implies --tls)")
+    group.add_argument("--challenge", action="store_true",
+                       help="log in by challenge and response: the token never crosses the wire")
     return parser
 
 
@@ -49,7 +51,7 @@ def connect(args: argparse.Namespace, reconnect: bool = False) -> Client:
     context = ssl.create_default_context(cafile=args.ca) if args.ca else None
     return Client(args.host, args.port, token, args.device_id, ssl_context=context,
                   tls=args.tls or bool(args.ca), reconnect=reconnect,
-                  on_reconnect=_reconnected).connect()
+                  on_reconnect=_reconnected, challenge=args.challenge).connect()
 
 
 def _reconnected(client: Client) -> None:

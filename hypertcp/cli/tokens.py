@@ -52,12 +52,13 @@ def _save_secret(path: str, secret: str) -> None:
 def _token_add(args: argparse.Namespace) -> int:
     if _cluster(args):
         secret = _in_cluster(args, lambda admin: admin.add(args.name, args.role, args.prefix,
-                                                           args.reach))
+                                                           args.reach, args.grant))
         where = "the cluster"
     else:
         store = _store(args, must_exist=False)
         try:
-            secret = store.add(args.name, role=args.role, prefix=args.prefix, reach=args.reach)
+            secret = store.add(args.name, role=args.role, prefix=args.prefix, reach=args.reach,
+                               grants=args.grant)
         except ValueError as e:
             raise CommandError(str(e)) from None
         where = str(store.path)
@@ -72,6 +73,8 @@ def _token_add(args: argparse.Namespace) -> int:
             identity += ", and receive presence events"
     print(f"Added {args.role} token {args.name!r} to {where}: {identity}.")
     print(f"It may send to: {', '.join(args.reach or ['*'])}.")
+    if args.grant:
+        print(f"It may run: {', '.join(dict.fromkeys(args.grant))}, on the devices it may reach.")
     if args.save:
         print(f"The token is saved in {args.save} (mode 0600); the token file keeps its hash:")
     else:
@@ -89,10 +92,11 @@ def _token_list(args: argparse.Namespace) -> int:
     if not records:
         print(f"no tokens in {where}")
         return 0
-    rows = [("NAME", "ROLE", "PREFIX", "REACH", "CREATED", "STATE")]
+    rows = [("NAME", "ROLE", "PREFIX", "REACH", "GRANTS", "CREATED", "STATE")]
     for r in records:
         created = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M") if r.created else "-"
-        rows.append((r.name, r.role, r.prefix or "-", ",".join(r.reach), created,
+        rows.append((r.name, r.role, r.prefix or "-", ",".join(r.reach),
+                     ",".join(r.grants) or "-", created,
                      "revoked" if r.revoked else "live"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
@@ -141,6 +145,11 @@ def add_token_parser(subparsers: Any) -> None:
     add.add_argument("--save", metavar="FILE",
                      help="also write the token to FILE, readable only by you (mode 0600), "
                           "e.g. for [balancer] token_file")
+    add.add_argument("--grant", metavar="COMMAND", nargs="+", action="extend",
+                     choices=tokens.GRANTS,
+                     help="fleet/observer: admin commands it may run, on the devices its "
+                          f"prefix and reach cover ({', '.join(tokens.GRANTS)}; a balancer "
+                          "needs stats and drain)")
     add.set_defaults(run=_token_add)
 
     listing = actions.add_parser("list", parents=[file_option], help="list the tokens")

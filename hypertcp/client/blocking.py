@@ -59,7 +59,8 @@ class Client:
                  server_hostname: Optional[str] = None, heartbeat: float = 30.0,
                  tls: Optional[bool] = None, *, raise_on_error: bool = False,
                  reasons: bool = True, reconnect: bool = False,
-                 on_reconnect: Optional[Callable[["Client"], object]] = None) -> None:
+                 on_reconnect: Optional[Callable[["Client"], object]] = None,
+                 challenge: bool = False) -> None:
         if not token:
             raise ValueError("a HyperTCP client needs a token")
         self.host = host
@@ -87,6 +88,9 @@ class Client:
         self.last_reason: Optional[str] = None
         #: What the server said about closing the connection, if it said.
         self.closing_reason: Optional[str] = None
+        #: Log in by challenge and response: the token never crosses the wire,
+        #: which matters most on plain TCP.
+        self.challenge = challenge
         self._sock: Optional[socket.socket] = None
         self._conn: Optional[ClientConnection] = None
         self._redirect: Optional[tuple[str, int, bool]] = None
@@ -113,7 +117,8 @@ class Client:
             sock.close()
             raise
         self._sock = sock
-        self._conn = ClientConnection(self.token, self.device_id, reasons=self.reasons)
+        self._conn = ClientConnection(self.token, self.device_id, reasons=self.reasons,
+                                      use_challenge=self.challenge)
         self._redirect = None
         self._login_answer: Optional[int] = None
         self.closing_reason = None

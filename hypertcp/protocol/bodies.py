@@ -104,8 +104,12 @@ def parse_login(payload: bytes) -> Login:
         return Login(text, None)
     body = parse_object(text)
     token, device_id, proto = body.get("token"), body.get("device_id"), body.get("proto", 1)
-    if device_id is not None and not isinstance(device_id, str):
-        raise BadBody("device_id must be a string")
+    if device_id is not None:
+        if not isinstance(device_id, str):
+            raise BadBody("device_id must be a string")
+        if not device_id.isprintable():
+            # A newline or an escape in an id would forge lines in the logs.
+            raise BadBody("device_id has control characters")
     if type(proto) is not int or proto < 1:
         raise BadBody("proto must be a positive integer")
     reasons = body.get("reasons") is True

@@ -18,7 +18,9 @@ from twisted.logger import Logger
 
 from hypertcp.protocol.bodies import delivery_body, event_body, telemetry_body
 from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import HEADER_SIZE
 from hypertcp.protocol.jsoncodec import dumps as _dumps
+from hypertcp.server.budget import BroadcastBudget
 from hypertcp.server.interfaces import IPeer, IRemote
 
 #: deviceStatus events sent to a new observer per reactor turn.
@@ -91,12 +93,33 @@ class Hub:
         self.delivered = 0
         #: Where L{drain} sent this node's sessions, until undrained.
         self.draining: Optional[tuple[str, int, bool]] = None
+        #: The only (host, port) pairs clients' redirect and drain commands
+        #: may send sessions to; empty: any (operators at the manhole: any).
+        self.redirect_targets: frozenset[tuple[str, int]] = frozenset()
+        #: What clients' broadcasts may deliver (the factory sets it from its limits).
+        self.broadcast_budget: Optional[BroadcastBudget] = None
 
     def register_command(self, name: str, handler: Handler) -> None:
         """Answer C{{"command": name}} messages to "server" with C{handler}."""
         self.commands[name] = handler
 
     # -- presence --
+
+    def may_join(self, device_id: str, token: Any) -> bool:
+        """
+        May a connection holding C{token} log in as C{device_id}?  An id
+        online belongs to its token's owner: more connections of that owner
+        share it (each receives its messages), any other is refused until
+        it is offline, so no one can take over a live id to read its
+        messages or answer for it.
+        """
+        live = self.devices.get(device_id)
+        if live:
+            return live[0].token.owner == token.owner
+        # Across a cluster the rule is the same, as far as this node knows:
+        # two logins on two nodes in the same millisecond can both pass.
+        owner = self.remote.owner(device_id) if self.remote is not None else None
+        return owner is None or owner == token.owner
 
     def attach(self, peer: IPeer) -> None:
         self.devices.setdefault(peer.device_id, []).append(peer)
@@ -230,8 +253,19 @@ class Hub:
         self.delivered += len(self.sessions)
 
     def broadcast(self, sender: Optional[IPeer], payload: dict) -> int:
-        """Deliver a BROADCAST to every logged-in peer but the sender."""
+        """
+        Deliver a BROADCAST to every logged-in peer but the sender, if the
+        bytes it delivers fit its token's and the server's budgets (the
+        server's own broadcasts, from operators, are not counted).
+        """
         body = delivery_body(sender.device_id if sender else "server", payload)
+        budget = self.broadcast_budget
+        reached = len(self.sessions) - 1
+        if self.remote is not None:
+            reached += self.remote.elsewhere()
+        if budget is not None and sender is not None and not budget.allow(
+                sender.token.owner, (len(body) + HEADER_SIZE) * reached):
+            return Status.QUOTA_LIMIT
         for peer in self.sessions:
             if peer is not sender:
                 peer.deliver(BROADCAST, body)

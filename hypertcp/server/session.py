@@ -10,7 +10,7 @@ the hub's business, not the session's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
@@ -21,15 +21,17 @@ from zope.interface import implementer
 from hypertcp.framing import FrameReceiver
 from hypertcp.protocol import server as rules
 from hypertcp.protocol.bodies import (
-    PROTOCOL_LEVEL, BadBody, closing_body, parse_login, parse_send, redirect_body,
-    refusal_body,
+    PROTOCOL_LEVEL, BadBody, challenge_body, closing_body, parse_login, parse_send,
+    redirect_body, refusal_body,
 )
 from hypertcp.protocol.commands import Command, Status, describe
-from hypertcp.protocol.frames import HEADER, Frame, Oversize, response
+from hypertcp.protocol.frames import HEADER, Frame, Oversize, encode, response
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
+from hypertcp.server.bounded import BoundedConnection
 from hypertcp.server.interfaces import IPeer
+from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
 from hypertcp.server.refusals import RefusalLog
 
@@ -45,19 +47,20 @@ _Refusal = rules.Refusal
 # Reasons told to one client: a burst, then one a second (a client that
 # keeps failing must not double what it costs to refuse it).
 REASONS_BURST, REASONS_PER_S = 10, 1.0
+# Seconds a redirected connection stays open, so the REDIRECT reaches the peer.
+REDIRECT_GRACE = 1.0
 # RESPONSE frames a peer may send beyond the frames it was sent: acks are
 # never answered or rate-limited, so past this they are a flood.
 SPARE_RESPONSES = 1000
 
 
 @implementer(IPushProducer, IPeer)
-class Session(FrameReceiver):
+class Session(BoundedConnection, FrameReceiver):
     """
-    A server-side connection.  It is its transport's producer only so the
-    transport tells it when the peer stops reading: from then on every byte
-    queued for the peer is counted, and past C{max_outbound_buffer} the peer
-    is dropped, so a stalled reader costs bounded memory and never slows the
-    sender.
+    A server-side connection.  As a L{BoundedConnection} it drops a peer
+    that stops reading once C{max_outbound_buffer} bytes are queued for it,
+    so a stalled reader costs bounded memory and never slows the sender,
+    and each of its closes has a deadline.
     """
 
     log = Logger()
@@ -67,18 +70,15 @@ class Session(FrameReceiver):
     token: Optional["TokenRecord"] = None
     #: The protocol level the peer announced at login (1: the original sketch).
     proto = 1
-    peer = "?"
     connected_at = 0.0
-    closing_reason: Optional[str] = None
     #: The client's login asked to be told why it is refused or closed.
     reasons = False
     _reasons_budget: Optional[RateLimiter] = None
-    dropped = False  # aborted: the transport drops what it is given, so stop giving
     #: Frames held by the factory's write batch until the read that made them ends.
     out: Optional[list[bytes]] = None
-    _on_drained: Optional[Callable[[], None]] = None
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
+    _gate: Optional[LoginGate] = None  # while logging in
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -98,59 +98,24 @@ class Session(FrameReceiver):
             self._rate = RateLimiter(limits.rate_limit, limits.burst, limits.quota_strikes, now)
         self._refusals = RefusalLog(now)
         self._responses = 0
-        self._paused = False
-        self._queued = 0
-        self.transport.registerProducer(self, True)
+        self.watch()
         self._login_timer = clock.callLater(limits.login_timeout, self._login_expired)
         self._idle_timer = clock.callLater(limits.idle_timeout / 2, self._idle_check)
         factory.connection_opened(self)
 
     def connectionLost(self, reason: Any = None) -> None:
-        for timer in (self._login_timer, self._idle_timer):
-            if timer.active():
-                timer.cancel()
+        self.stop_timers(self._login_timer, self._idle_timer)
         if self._acks is not None:
             self._acks.end()
         self.factory.connection_closed(self)
+        if self._quiet:
+            return
         why = self.closing_reason
         if why is None:
             unclean = reason is not None and not reason.check(ConnectionDone)
             why = reason.getErrorMessage() if unclean else "closed by peer"
         self.log.info("{peer} ({device}) disconnected: {why}", peer=self.peer,
                       device=self.device_id or "not logged in", why=why)
-
-    # -- IPushProducer: the transport's view of whether the peer reads --
-
-    def pauseProducing(self) -> None:
-        # Called on every write while the transport's buffer is full.
-        if not self._paused:
-            self._paused = True
-            self._queued = 0
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._queued = 0
-        if self._on_drained is not None:
-            callback, self._on_drained = self._on_drained, None
-            callback()
-
-    def stopProducing(self) -> None:
-        pass
-
-    @property
-    def paused(self) -> bool:
-        """Has the peer stopped reading what it is sent?"""
-        return self._paused
-
-    def when_drained(self, callback: Callable[[], None]) -> None:
-        """
-        Call C{callback} once the peer is reading again (now, if it is), so
-        bulk output can be paced by the peer instead of tripping the cap.
-        """
-        if self._paused:
-            self._on_drained = callback
-        else:
-            callback()
 
     # -- sending --
 
@@ -159,13 +124,8 @@ class Session(FrameReceiver):
         transport = self.transport
         if transport.disconnecting or self.dropped:
             return
-        if self._paused:
-            self._queued += len(data)
-            cap = self.factory.limits.max_outbound_buffer
-            if self._queued > cap:
-                self.factory.count("slow_receiver")
-                self.abort(f"slow receiver: outbound buffer over {cap} bytes")
-                return
+        if self._paused and self.over_cap(len(data)):
+            return
         batch = self.factory.batch
         if not batch.active:
             transport.write(data)
@@ -211,12 +171,17 @@ class Session(FrameReceiver):
         return self._acks.expect(self.deliver(command, body), timeout)
 
     def redirect(self, host: str, port: int, tls: bool = False) -> None:
-        """Tell the peer to log in at another server, then close shortly after."""
+        """
+        Tell the peer to log in at another server, then close shortly after.
+        It leaves the hub now: what is sent to its id from here on belongs
+        where it is going.
+        """
         if self.closing_reason is not None or self.transport.disconnecting:
             return
         self.deliver(Command.REDIRECT, redirect_body(host, port, tls))
-        self.closing_reason = f"redirected to {host}:{port}"
-        self.factory.clock.callLater(1.0, self.transport.loseConnection)
+        self.closing_reason = reason = f"redirected to {host}:{port}"
+        self.factory.hub.detach(self)
+        self.factory.clock.callLater(REDIRECT_GRACE, self.close, reason)
 
     def tell(self, msg_id: int, status: int, why: str) -> None:
         """Say why frame C{msg_id} is refused, before its RESPONSE, if the client asked."""
@@ -229,34 +194,41 @@ class Session(FrameReceiver):
         if budget.allow(self.factory.clock.seconds()):
             self.deliver(Command.JSON_MESSAGE, refusal_body(msg_id, status, why))
 
-    def close(self, reason: str) -> None:
-        """Close after what is queued has been sent, and say why in the log."""
-        if self.closing_reason is None:
-            if self.reasons:
-                self.deliver(Command.JSON_MESSAGE, closing_body(reason))
-            self.closing_reason = reason
-            self.log.info("{peer} ({device}): closing: {why}", peer=self.peer,
-                          device=self.device_id or "not logged in", why=reason)
-        self.flush()
-        self.transport.loseConnection()
+    def closing(self, reason: str) -> None:
+        if self.reasons:
+            self.deliver(Command.JSON_MESSAGE, closing_body(reason))
 
-    def abort(self, reason: str) -> None:
-        """Drop the connection now, discarding what is queued."""
-        self.dropped = True
-        self.closing_reason = reason
-        self.log.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
-                      device=self.device_id or "not logged in", why=reason)
-        self.transport.abortConnection()
+    def leaving(self) -> None:
+        # Closing: no longer a delivery target, and whoever awaits its
+        # acknowledgements learns now that it is gone.
+        self.factory.hub.detach(self)
+        if self._acks is not None:
+            self._acks.end()
+        self.flush()
 
     # -- receiving --
 
     def dataReceived(self, data: bytes) -> None:
+        # FrameReceiver.dataReceived's loop, inline, for a read that
+        # completes at least one frame: only whole frames are signs of life,
+        # so a peer dribbling bytes that never finish one is silent to the
+        # idle timeout.
+        events = self._decoder.feed(data)
+        if not events:
+            return
         factory = self.factory
         self.last_seen = factory.clock.seconds()
         batch = factory.batch
         batch.begin()
         try:
-            super().dataReceived(data)
+            transport = self.transport
+            for event in events:
+                if transport.disconnecting:
+                    return
+                if type(event) is Frame:
+                    self.frameReceived(event)
+                else:
+                    self.oversizeReceived(event)
         finally:
             batch.end()
 
@@ -340,9 +312,12 @@ class Session(FrameReceiver):
         self.respond(frame.msg_id)
 
     def _login(self, frame: Frame) -> None:
+        gate = self._gate
+        if gate is None:
+            gate = self._gate = LoginGate(self.factory)
         try:
             login = parse_login(frame.payload)
-            record, device_id = self.factory.authenticate(login)
+            result = gate.login(login, self.transport)
         except BadBody as e:
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
@@ -352,9 +327,20 @@ class Session(FrameReceiver):
             if e.status == Status.INVALID_TOKEN:
                 self.close(str(e))
             return
+        if type(result) is Challenge:
+            # The nonce goes back in a LOGIN frame that echoes the request's msg_id.
+            self.write(encode(Command.LOGIN, frame.msg_id, challenge_body(result.nonce)))
+            return
+        record, device_id = result
         if device_id is None:
             device_id = f"{record.prefix or ''}device_{self.host}_{self.port}"
+        elif not self.factory.hub.may_join(device_id, record):
+            self.reasons = login.reasons
+            self._refuse(frame, Status.NOT_ALLOWED,
+                         f"{device_id!r} is online under another token")
+            return
         self._login_timer.cancel()
+        self._gate = None
         self.token = record
         self.device_id = device_id
         self.proto = login.proto
@@ -363,7 +349,7 @@ class Session(FrameReceiver):
         self.write(response(frame.msg_id, Status.SUCCESS, login=True))
         self.log.info("{peer} logged in as {device} ({role} token {name})", peer=self.peer,
                       device=device_id, role=record.role, name=record.name)
-        self.factory.hub.attach(self)
+        self.factory.logged_in(self)
 
     def _message(self, frame: Frame) -> None:
         try:

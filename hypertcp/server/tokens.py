@@ -37,6 +37,10 @@ from hypertcp.protocol.challenge import KEY_ID_HEX, stored_key
 
 DEFAULT_PATH = "hypertcp-tokens.json"
 ROLES = ("device", "fleet", "observer")
+#: Admin powers a fleet or observer token may be granted, each by name: the
+#: server commands of that name (drain also undrains; the balancer's
+#: backends command is stats, its drain_backend and undrain_backend drain).
+GRANTS = ("stats", "redirect", "kick", "drain")
 #: A token's name; a device token's name is its device id, so it must be one
 #: that reads unambiguously in logs and on a command line.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*")
@@ -80,7 +84,9 @@ class TokenRecord:
     One token.  C{device} tokens are bound to C{name} as their device id;
     C{fleet} and C{observer} tokens let the client name its id (within
     C{prefix}, when set).  C{reach} lists the glob patterns of the targets
-    the token may send to ("server" and "broadcast" included).
+    the token may send to ("server" and "broadcast" included).  C{grants}
+    names the admin commands it may run (L{GRANTS}), on the devices its
+    prefix and reach cover.
     """
 
     name: str
@@ -92,6 +98,7 @@ class TokenRecord:
     revoked: bool = False
     #: Checks challenge logins; None for tokens made before they existed.
     stored_key: Optional[str] = None
+    grants: list[str] = field(default_factory=list)
 
     @property
     def device_id(self) -> Optional[str]:
@@ -106,11 +113,30 @@ class TokenRecord:
     def observer(self) -> bool:
         return self.role == "observer"
 
+    @property
+    def owner(self) -> str:
+        """
+        Who an id online under this token belongs to: a device token's name
+        (a reissued token of the same device is the same owner), otherwise
+        this very token.
+        """
+        return f"device:{self.name}" if self.role == "device" else self.hash
+
     def may_use(self, device_id: str) -> bool:
         """May a client holding this token log in as C{device_id}?"""
         if self.role == "device":
             return device_id == self.name
         return self.prefix is None or device_id.startswith(self.prefix)
+
+    def may_manage(self, device_id: str) -> bool:
+        """May this token's admin grants act on C{device_id}: within its prefix and reach?"""
+        return ((self.prefix is None or device_id.startswith(self.prefix))
+                and self.may_reach(device_id))
+
+    @property
+    def unbounded(self) -> bool:
+        """No prefix and reach "*": its grants may act on every session at once."""
+        return self.prefix is None and "*" in self.reach
 
     def may_reach(self, target: str) -> bool:
         # Checked for every message; "*", nearly every token's reach, needs no fnmatch.
@@ -118,17 +144,25 @@ class TokenRecord:
 
 
 def make_record(name: str, role: str = "device", prefix: Optional[str] = None,
-                reach: Optional[list[str]] = None) -> tuple[str, TokenRecord]:
+                reach: Optional[list[str]] = None, grants: Optional[list[str]] = None
+                ) -> tuple[str, TokenRecord]:
     """A new token's secret and the record stored for it (its digests, never the secret)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     check_name(name, role)
+    for grant in grants or ():
+        if grant not in GRANTS:
+            raise ValueError(f"a grant is one of {', '.join(GRANTS)}, not {grant!r}")
+    if grants and role == "device":
+        raise ValueError("a device token cannot be granted admin commands; "
+                         "--grant is for fleet and observer tokens")
     if role == "device" and prefix:
         raise ValueError("a device token is bound to its name; --prefix is for fleet and observer tokens")
     secret = new_secret()
     return secret, TokenRecord(name=name, role=role, hash=digest(secret), prefix=prefix,
                                reach=list(reach) if reach else ["*"], created=time.time(),
-                               stored_key=stored_key(secret))
+                               stored_key=stored_key(secret),
+                               grants=list(dict.fromkeys(grants or ())))
 
 
 class TokenStore:
@@ -142,6 +176,7 @@ class TokenStore:
         self._records: list[TokenRecord] = []
         self._by_hash: dict[str, TokenRecord] = {}
         self._by_key: dict[str, TokenRecord] = {}
+        self._device_ids: set[str] = set()
         self._stamp: Optional[tuple[int, int]] = None
         self._loaded = False
         self.reload()
@@ -176,6 +211,7 @@ class TokenStore:
         self._records = records
         self._by_hash = {r.hash: r for r in records if not r.revoked}
         self._by_key = {r.key_id: r for r in self._by_hash.values()}
+        self._device_ids = {r.name for r in records if r.role == "device" and not r.revoked}
 
     def _read(self) -> list[TokenRecord]:
         try:
@@ -205,6 +241,15 @@ class TokenStore:
         """The live record a challenge login names by its key id, or None."""
         return self._by_key.get(key_id)
 
+    def allows(self, record: TokenRecord, device_id: str) -> bool:
+        """
+        May C{record} log in as C{device_id}?  Within its own rules, and never
+        as the id of a live device token unless it is one: those ids are
+        reserved to their devices, online or not.
+        """
+        return record.may_use(device_id) and (record.role == "device"
+                                              or device_id not in self._device_ids)
+
     def live(self, token_hash: str) -> Optional[TokenRecord]:
         """The current record of a token that is still live, or None."""
         return self._by_hash.get(token_hash)
@@ -213,9 +258,9 @@ class TokenStore:
         return list(self._records)
 
     def add(self, name: str, role: str = "device", prefix: Optional[str] = None,
-            reach: Optional[list[str]] = None) -> str:
+            reach: Optional[list[str]] = None, grants: Optional[list[str]] = None) -> str:
         """Create a token, save the file, and return the secret (shown only now)."""
-        secret, record = make_record(name, role, prefix, reach)
+        secret, record = make_record(name, role, prefix, reach, grants)
         with self._changing():
             if any(r.name == name and not r.revoked for r in self._records):
                 raise ValueError(f"a live token named {name!r} exists in {self.path}; "
