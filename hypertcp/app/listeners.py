@@ -48,12 +48,12 @@ class Listener(StreamServerEndpointService):
                  reuse_port: bool = False) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        description = with_backlog(description, backlog)
+        bound = with_backlog(description, backlog)
         if reuse_port:
             from hypertcp.app import reuseport
-            endpoint: Any = reuseport.endpoint(reactor, description)
+            endpoint: Any = reuseport.endpoint(reactor, bound)
         else:
-            endpoint = endpoints.serverFromString(reactor, description)
+            endpoint = endpoints.serverFromString(reactor, bound)
         super().__init__(endpoint, factory)
         self.kind = kind
         self.description = description
