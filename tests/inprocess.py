@@ -132,8 +132,8 @@ class Server:
         self._port = 40000
 
     def token(self, name: str, role: str = "device", prefix: Optional[str] = None,
-              reach: Optional[list[str]] = None) -> str:
-        return self.tokens.add(name, role=role, prefix=prefix, reach=reach)
+              reach: Optional[list[str]] = None, **options: Any) -> str:
+        return self.tokens.add(name, role=role, prefix=prefix, reach=reach, **options)
 
     def connect(self, host: str = "192.0.2.10") -> Peer:
         """A new connection from C{host}, already made (the login timer is running)."""

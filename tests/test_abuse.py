@@ -53,7 +53,7 @@ def test_oversize_frame_is_skipped_and_the_stream_stays_in_sync(server, token, b
         msg_id = peer.send_json(Command.JSON_MESSAGE, {"targetId": "bystander", "payload": {"ok": 1}})
         assert peer.answer_to(msg_id) == Status.SUCCESS
         assert bystander.message() == {"from": "dev", "payload": {"ok": 1}}
-    server.wait_for_log("over the 1024-byte limit")
+    server.wait_for_log("over the 1,024-byte limit")
 
 
 def test_random_garbage(server, token, bystander):
@@ -202,7 +202,7 @@ def test_connections_past_max_connections_are_closed_at_once(start_daemon, token
     server = start_daemon("--set", "limits.max_connections=2")
     with Raw(server.port) as one, Raw(server.port) as two:
         assert one.login(token("one"), proto=2) == Status.SUCCESS
-        assert two.request(Command.PING) == Status.SUCCESS
+        assert two.login(token("two"), proto=2) == Status.SUCCESS
         with Raw(server.port) as three:
             assert three.wait_closed()
         server.wait_for_log("2 connections already open")

@@ -31,7 +31,7 @@ LOOPBACK = "tcp:0:interface=127.0.0.1"
 def start_balancer(start_daemon, token, tmp_path: Path):
     """Factory: start_balancer(node_ports, *args) -> a balancer daemon with every node up."""
     token_file = tmp_path / "balancer.token"
-    token_file.write_text(token("balancer", "--role", "observer") + "\n")
+    token_file.write_text(token("balancer", "--role", "fleet", "--grant", "stats", "drain") + "\n")
 
     def start(ports: list[int], *args: str, expect: tuple[str, ...] = ("tcp", "balancer"),
               wait_up: bool = True) -> Daemon:
@@ -87,7 +87,7 @@ def talks_to_server(client: Client, n: int) -> None:
 
 
 def ask(port: int, token: str, payload: dict) -> dict:
-    """Send a server command as an observer and return the server's reply."""
+    """Send a server command with an admin token and return the server's reply."""
     with Client("127.0.0.1", port, token, timeout=10).connect() as admin:
         assert admin.send_to_server(payload) == Status.SUCCESS
         reply = admin.receive(10)
@@ -223,7 +223,7 @@ def test_draining_a_node_moves_its_clients_to_the_other(start_daemon, start_bala
     a, b = start_daemon(), start_daemon()
     balancer = start_balancer([a.port, b.port])
     fleet = token("fleet", "--role", "fleet")
-    admin = token("admin", "--role", "observer")
+    admin = token("admin", "--role", "observer", "--grant", "stats", "drain")
     clients = [through(balancer, fleet, f"dev-{i}") for i in range(20)]
     on_a = [client for client in clients if client.port == a.port]
     assert on_a and len(on_a) < 20
@@ -255,7 +255,7 @@ def test_draining_a_node_moves_its_clients_to_the_other(start_daemon, start_bala
             client.close()
 
 
-def test_drain_and_backend_commands_need_an_observer(start_daemon, start_balancer, token) -> None:
+def test_drain_and_backend_commands_need_their_grants(start_daemon, start_balancer, token) -> None:
     node = start_daemon()
     balancer = start_balancer([node.port])
     fleet = token("fleet", "--role", "fleet")
@@ -263,7 +263,10 @@ def test_drain_and_backend_commands_need_an_observer(start_daemon, start_balance
         for command in ({"command": "drain_backend", "backend": f"127.0.0.1:{node.port}"},
                         {"command": "backends"}):
             assert client.send_to_server(command) == Status.NOT_ALLOWED
-    admin = token("admin", "--role", "observer")
+    observer = token("watcher", "--role", "observer")
+    with Client("127.0.0.1", balancer.port, observer, timeout=10).connect() as client:
+        assert client.send_to_server({"command": "backends"}) == Status.NOT_ALLOWED
+    admin = token("admin", "--role", "observer", "--grant", "stats", "drain")
     with Client("127.0.0.1", balancer.port, admin, timeout=10).connect() as client:
         assert client.send_to_server({"command": "drain_backend", "backend": "10.9.9.9:1"}) \
             == Status.DEVICE_NOT_IN_NETWORK
@@ -288,6 +291,8 @@ def test_the_balancer_keeps_to_max_connections(start_daemon, start_balancer, tok
     balancer = start_balancer([node.port], "--listen=", "--set", "limits.max_connections=1",
                               expect=("balancer",))
     with Raw(balancer.ports["balancer"]) as first:
+        # Logged in (relayed, as the original sketch is): it keeps its slot.
+        assert first.login(token("dev-1")) == Status.SUCCESS
         assert first.request(Command.PING) == Status.SUCCESS
         with Raw(balancer.ports["balancer"]) as second:
             assert second.wait_closed()

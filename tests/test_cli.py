@@ -161,7 +161,7 @@ def test_statuses_are_errors_printed_by_name(start_daemon, fleet, token):
     result = hypertcp("send", "nobody", "{}", "--port", port, f"--token={fleet}")
     assert result.returncode == 1 and result.stdout == ""
     assert one_line(result.stderr) == \
-        "hypertcp send: send to nobody: DEVICE_NOT_IN_NETWORK (7): the target is not connected"
+        "hypertcp send: send to nobody: 'nobody' is not connected (DEVICE_NOT_IN_NETWORK, 7)"
     result = hypertcp("send", "lamp", "{}", "--port", port, f"--token={boxed}")
     assert result.returncode == 1
     assert "NOT_ALLOWED" in one_line(result.stderr)
@@ -170,8 +170,8 @@ def test_statuses_are_errors_printed_by_name(start_daemon, fleet, token):
     result = hypertcp("ping", "--port", port, "--token=not-a-token")
     assert result.returncode == 1
     assert one_line(result.stderr) == \
-        f"hypertcp ping: login to 127.0.0.1:{port} refused: INVALID_TOKEN (9): " \
-        "the token is unknown or revoked"
+        f"hypertcp ping: login to 127.0.0.1:{port} refused: " \
+        "login with an unknown or revoked token (INVALID_TOKEN, 9)"
 
 
 def test_usage_and_connection_errors():
@@ -208,7 +208,7 @@ def test_token_add_list_revoke(tmp_path: Path, start_daemon):
     listing = hypertcp("token", "list", "--tokens", tokens)
     assert listing.returncode == 0, listing.stderr
     header, kitchen, web = listing.stdout.splitlines()
-    assert header.split() == ["NAME", "ROLE", "PREFIX", "REACH", "CREATED", "STATE"]
+    assert header.split() == ["NAME", "ROLE", "PREFIX", "REACH", "GRANTS", "CREATED", "STATE"]
     assert kitchen.split()[:4] == ["esp32-kitchen", "device", "-", "*"]
     assert web.split()[:4] == ["backend", "fleet", "web-", "esp32-*,server"]
     assert kitchen.split()[-1] == web.split()[-1] == "live"
@@ -237,4 +237,5 @@ def test_token_add_refusals(tmp_path: Path):
     assert one_line(result.stderr).startswith("hypertcp token: ")
     result = hypertcp("token", "add", "lamp", "--role", "admin", "--tokens", tokens)
     assert result.returncode == 2
-    assert hypertcp("token", "list", "--tokens", tokens).stdout == f"no tokens in {tokens}\n"
+    listing = hypertcp("token", "list", "--tokens", tokens)
+    assert listing.returncode == 1 and listing.stderr == f"hypertcp token: {tokens}: no such token file\n"

@@ -48,7 +48,7 @@ def fleet(token) -> str:
 
 @pytest.fixture
 def observer(token) -> str:
-    return token("ops", "--role", "observer")
+    return token("ops", "--role", "observer", "--grant", "redirect")
 
 
 # -- the blocking client --
@@ -152,7 +152,7 @@ def test_acknowledged_send_waits_for_the_receiver(start_daemon, fleet):
 
 
 def test_client_answers_server_pings_and_outlives_the_idle_timeout(start_daemon, fleet):
-    server = start_daemon("--idle-timeout", "1")
+    server = start_daemon("--idle-timeout", "1", "--set", "limits.client_heartbeat=0")
     with Client(port=server.port, token=fleet, device_id="quiet", heartbeat=0.3) as quiet:
         # Only waiting: our heartbeat and answers to the server's pings keep it alive.
         assert quiet.receive(timeout=2.5) is None
@@ -364,7 +364,7 @@ def test_twisted_client_exchanges_messages(start_daemon, fleet, tx):
 
 
 def test_twisted_heartbeat_keeps_one_connection(start_daemon, fleet, tx):
-    server = start_daemon("--idle-timeout", "1")
+    server = start_daemon("--idle-timeout", "1", "--set", "limits.client_heartbeat=0")
     driver = tx(server.port, fleet, "beating", heartbeat=0.2)
     driver.event("login", count=1)
     # Seven answered heartbeats span more than the idle timeout.

@@ -148,11 +148,12 @@ def test_acknowledged_delivery_across_nodes(nodes, fleet, ops):
     watch.close()
 
 
-def test_server_commands_act_on_the_whole_cluster(nodes, fleet, ops):
+def test_server_commands_act_on_the_whole_cluster(nodes, fleet, ops, token):
     one, two = nodes(2)
     watch = Watcher(one.port, ops)
     b = online(two.port, fleet, "dev-b", watch)
-    with Client("127.0.0.1", one.port, ops, "admin", timeout=10).connect() as admin:
+    granted = token("admin", "--role", "observer", "--grant", "stats", "kick")
+    with Client("127.0.0.1", one.port, granted, "admin", timeout=10).connect() as admin:
         deadline = time.monotonic() + 10
         while True:  # node two is counted once node one has read the registry
             assert admin.send_to_server({"command": "stats"}) == Status.SUCCESS
@@ -302,3 +303,22 @@ def test_tokens_added_or_revoked_anywhere_count_everywhere(start_daemon, redis, 
                 client.receive(5)
     with pytest.raises(HyperTCPError):
         Client("127.0.0.1", one.port, secret, timeout=5).connect()
+
+
+def test_one_owner_per_id_across_nodes(nodes, fleet, ops, token):
+    """The rule of one node holds across nodes: an id online belongs to its token's owner."""
+    other = token("other", "--role", "fleet")
+    one, two = nodes(2)
+    watch = Watcher(two.port, ops)
+    first = online(one.port, fleet, "dev-x", watch)
+    with first:
+        with pytest.raises(HyperTCPError) as refused:
+            Client("127.0.0.1", two.port, other, "dev-x", timeout=10).connect()
+        assert refused.value.status == Status.NOT_ALLOWED
+        # The same owner may join it on the other node; a message reaches both.
+        with Client("127.0.0.1", two.port, fleet, "dev-x", timeout=10).connect() as second, \
+                Client("127.0.0.1", two.port, fleet, "sender", timeout=10).connect() as sender:
+            assert sender.send("dev-x", {"n": 1}) == Status.SUCCESS
+            assert first.receive(10).payload == {"n": 1}
+            assert second.receive(10).payload == {"n": 1}
+    watch.close()

@@ -4,7 +4,6 @@ import configparser
 from pathlib import Path
 
 import pytest
-from twisted.python.usage import UsageError
 
 from hypertcp.app.config import SCHEMA, ConfigError, load
 from hypertcp.app.options import Options
@@ -53,8 +52,8 @@ def test_command_line_overrides_file(tmp_path):
     assert options.config.server.listen == ["tcp:1", "tcp:2"]
 
 
-def test_bad_set_option_is_a_usage_error():
-    with pytest.raises(UsageError, match="limits.nope"):
+def test_bad_set_option_is_one_line():
+    with pytest.raises(SystemExit, match="limits.nope"):
         Options().parseOptions(["--set", "limits.nope=1"])
 
 
@@ -66,3 +65,14 @@ def test_example_config_documents_every_key_and_loads():
         for key in options:
             assert f"{key} =" in text, f"etc/hypertcp.ini does not document [{section}] {key}"
     load(str(ETC))
+
+
+def test_example_config_says_which_keys_sighup_reloads():
+    from hypertcp.app.config import RELOADABLE
+    sections = {}
+    for block in ETC.read_text().split("\n[")[1:]:
+        name, _, body = block.partition("]")
+        sections[name] = body
+    for section, keys in SCHEMA.items():
+        reloaded = {(section, key) for key in keys} <= RELOADABLE
+        assert ("Reloaded on SIGHUP" in sections[section]) == reloaded, section

@@ -444,7 +444,7 @@ def test_device_logs_in_and_talks_to_the_server_and_a_python_client(server, toke
 def test_device_answers_the_servers_pings(start_daemon, token, device):
     # The server pings a connection silent for 1 s and closes it at 2 s; the
     # device's own heartbeat (60 s) would be far too late.
-    server = start_daemon("--idle-timeout", "2")
+    server = start_daemon("--idle-timeout", "2", "--set", "limits.client_heartbeat=0")
     d = device(token("esp32-1"), server.port, "--heartbeat", "60000", "--trace-frames")
     d.expect("connected")
     for _ in range(4):
@@ -460,7 +460,7 @@ def test_device_answers_the_servers_pings(start_daemon, token, device):
 def test_device_heartbeat_keeps_a_quiet_link_open(start_daemon, token, device):
     # The device pings every 300 ms of quiet, well inside the server's 1 s
     # ping threshold, so the server never needs to ping it.
-    server = start_daemon("--idle-timeout", "2")
+    server = start_daemon("--idle-timeout", "2", "--set", "limits.client_heartbeat=0")
     d = device(token("esp32-1"), server.port, "--heartbeat", "300", "--trace-frames")
     d.expect("connected")
     for _ in range(8):  # eight answered heartbeats: over 2 s, past the idle timeout
@@ -497,7 +497,8 @@ def test_device_follows_a_redirect_to_a_second_server(start_daemon, token, devic
     d = device(token("esp32-1"), home.port)
     d.expect("connected")
 
-    with Client("127.0.0.1", home.port, token=token("ops", "--role", "observer")) as ops:
+    admin = token("ops", "--role", "observer", "--grant", "redirect")
+    with Client("127.0.0.1", home.port, token=admin) as ops:
         assert ops.send_to_server({"command": "redirect", "deviceId": "esp32-1",
                                    "server": "127.0.0.1", "port": other.port}) == Status.SUCCESS
     d.expect(f"redirect 127.0.0.1 {other.port} 0")

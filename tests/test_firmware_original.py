@@ -85,7 +85,7 @@ def test_an_original_device_logs_in_through_the_balancer(start_daemon, token, tm
     # so the balancer carries its connection through to a node instead.
     node = start_daemon("--idle-timeout", "60")
     token_file = tmp_path / "balancer.token"
-    token_file.write_text(token("balancer", "--role", "observer") + "\n")
+    token_file.write_text(token("balancer", "--role", "fleet", "--grant", "stats", "drain") + "\n")
     balancer: Daemon = start_daemon("--balancer", "tcp:0:interface=127.0.0.1",
                                     "--backend", f"127.0.0.1:{node.port}",
                                     "--set", f"balancer.token_file={token_file}",

@@ -163,7 +163,7 @@ def test_not_allowed(server, token):
         assert peer.answer_to(msg_id) == Status.NOT_ALLOWED
         msg_id = peer.send_json(Command.BROADCAST, {"payload": {}})
         assert peer.answer_to(msg_id) == Status.NOT_ALLOWED
-        # Admin server commands need an observer token.
+        # Admin server commands need their grant on the token.
         msg_id = peer.send_json(Command.JSON_MESSAGE, {"targetId": "server", "payload": {
             "command": "kick", "deviceId": "city-2"}})
         assert peer.answer_to(msg_id) == Status.NOT_ALLOWED
@@ -221,7 +221,7 @@ def test_server_exception_keeps_the_connection(start_daemon, token):
 
 
 def test_server_pings_a_silent_client_and_closes_it_at_the_idle_timeout(start_daemon, token):
-    server = start_daemon("--idle-timeout", "1")
+    server = start_daemon("--idle-timeout", "1", "--set", "limits.client_heartbeat=0")
     with sketch(server.port, token("quiet")) as quiet, sketch(server.port, token("polite")) as polite:
         ping = polite.expect(lambda f: f.command == Command.PING, timeout=5)
         polite.sock.sendall(response(ping.msg_id))
@@ -233,9 +233,10 @@ def test_server_pings_a_silent_client_and_closes_it_at_the_idle_timeout(start_da
     server.wait_for_log("silent for")
 
 
-def test_redirect_command_from_an_observer(server, token):
+def test_redirect_command_from_a_token_granted_it(server, token):
     with Raw(server.port) as ops, sketch(server.port, token("mover")) as mover:
-        assert ops.login_json(token("ops", "--role", "observer"), "ops") == Status.SUCCESS
+        admin = token("ops", "--role", "observer", "--grant", "redirect")
+        assert ops.login_json(admin, "ops") == Status.SUCCESS
         msg_id = ops.send_json(Command.JSON_MESSAGE, {"targetId": "server", "payload": {
             "command": "redirect", "deviceId": "mover", "server": "127.0.0.1", "port": 9999}})
         assert ops.answer_to(msg_id) == Status.SUCCESS

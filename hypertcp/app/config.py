@@ -12,9 +12,12 @@ keys (a test keeps the two in step, and the dataclasses with the schema).
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, get_type_hints
+
+from twisted.internet import endpoints
 
 from hypertcp.server import tokens
 from hypertcp.server.limits import Limits
@@ -37,6 +40,10 @@ def _int(minimum: int = 0, maximum: Optional[int] = None) -> Callable[[str], int
 def _float(minimum: float = 0.0) -> Callable[[str], float]:
     def parse(text: str) -> float:
         value = float(text)
+        # nan compares false with everything and inf never runs out: either
+        # would quietly switch a timeout or a limit off.
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
         if value < minimum:
             raise ValueError(f"must be >= {minimum}")
         return value
@@ -94,10 +101,46 @@ def _redis_url(text: str) -> str:
     return text.strip()
 
 
+class _NoReactor:
+    """Stands in for the reactor while an endpoint string is only parsed, never used."""
+
+
+def _endpoint(description: str) -> str:
+    """A Twisted server endpoint string, checked by parsing it as the listener will."""
+    if description.isdigit():
+        raise ValueError(f"{description!r} is a bare port: write tcp:{description}:"
+                         f"interface=127.0.0.1 (loopback only) or tcp:{description} "
+                         "(every interface)")
+    kind = description.partition(":")[0]
+    try:
+        endpoint = endpoints.serverFromString(_NoReactor(), description)
+    except ValueError as e:
+        if str(e).startswith("Unknown endpoint type"):
+            raise ValueError(f"unknown endpoint type {kind!r} in {description!r} "
+                             "(tcp:PORT:interface=ADDRESS, tcp6:..., unix:PATH)") from None
+        raise ValueError(f"{description!r} is not an endpoint string: {e}") from None
+    except (TypeError, OSError) as e:
+        raise ValueError(f"{description!r} is not an endpoint string: {e}") from None
+    port = getattr(endpoint, "_port", 0)
+    if isinstance(port, int) and not 0 <= port < 65536:
+        raise ValueError(f"{description!r}: port {port} is not 0..65535")
+    return description
+
+
+def _endpoints(text: str) -> list[str]:
+    return [_endpoint(word) for word in text.split()]
+
+
 def _ssh_endpoints(text: str) -> list[str]:
     """Endpoint strings; a bare port number means that port on loopback only."""
-    return [f"tcp:{word}:interface=127.0.0.1" if word.isdigit() else word
-            for word in text.split()]
+    return _endpoints(" ".join(f"tcp:{word}:interface=127.0.0.1" if word.isdigit() else word
+                               for word in text.split()))
+
+
+#: TLS 1.2 suites offered by default: forward secret and authenticated
+#: encryption only (GCM, ChaCha20-Poly1305), no CBC with SHA-1 or SHA-2 MACs.
+#: TLS 1.3 suites are all AEAD.
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
 
 
 @dataclass(frozen=True)
@@ -111,7 +154,7 @@ class Option:
 
 SCHEMA: dict[str, dict[str, Option]] = {
     "server": {
-        "listen": Option(_words, "tcp:8080:interface=127.0.0.1",
+        "listen": Option(_endpoints, "tcp:8080:interface=127.0.0.1",
                          "Twisted endpoint strings for plain TCP listeners, separated by spaces"),
         "tokens": Option(_text, tokens.DEFAULT_PATH,
                          "token file; created with one fleet token on first start"),
@@ -119,6 +162,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                "seconds between checks of the token file for changes"),
         "handlers": Option(_words, "",
                            "module:function hooks called with the hub to add server commands"),
+        "redirect_targets": Option(_addresses, "",
+                                   "HOST:PORT the redirect and drain commands may send "
+                                   "sessions to; empty: any"),
+        "backlog": Option(_int(1), "4096",
+                          "accept queue of every listener whose endpoint names no backlog="),
         "reuse_port": Option(_bool, "no",
                              "plain and TLS listeners set SO_REUSEPORT, so processes share "
                              "their ports (--workers sets it)"),
@@ -142,9 +190,23 @@ SCHEMA: dict[str, dict[str, Option]] = {
                               "seconds a delivery that asked for an acknowledgement waits for it"),
         "max_connections": Option(_int(0), "50000",
                                   "open connections at most, over every listener; 0 is no limit"),
+        "client_heartbeat": Option(_float(0), "30",
+                                   "seconds between the PINGs of quiet devices; idle_timeout "
+                                   "must exceed it; 0: no check"),
+        "close_timeout": Option(_float(0.1), "5",
+                                "seconds a closing connection has to finish before it is aborted"),
+        "max_pending_per_source": Option(_int(0), "1024",
+                                         "connections not logged in yet from one address "
+                                         "(IPv6: one /64); 0 is no limit"),
+        "broadcast_rate": Option(_int(0), "1048576",
+                                 "bytes per second one token's broadcasts may deliver, over "
+                                 "all its connections; 0 is no limit"),
+        "broadcast_rate_total": Option(_int(0), "4194304",
+                                       "bytes per second all broadcasts together may deliver; "
+                                       "0 is no limit"),
     },
     "tls": {
-        "listen": Option(_words, "",
+        "listen": Option(_endpoints, "",
                          "endpoint strings (tcp:...) of listeners that speak TLS; empty: none"),
         "certificate": Option(_text, "",
                               "PEM file: the server certificate, then any intermediates"),
@@ -156,6 +218,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "min_version": Option(_choice("1.2", "1.3"), "1.2", "the oldest TLS version accepted"),
         "reload": Option(_float(0), "5",
                          "seconds between checks of the files for changes; 0: on SIGHUP only"),
+        "ciphers": Option(_text, DEFAULT_CIPHERS,
+                          "OpenSSL cipher string for TLS 1.2; the default offers AEAD suites only"),
+        "bind_certificate_to_id": Option(_bool, "no",
+                                         "a TLS login's client certificate (subject CN or SAN) "
+                                         "must name the device id it logs in as"),
     },
     "manhole": {
         "listen": Option(_ssh_endpoints, "",
@@ -164,17 +231,21 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                   "OpenSSH authorized_keys file of the operators' public keys"),
         "host_key": Option(_text, "hypertcp-manhole-host-key",
                            "the SSH host key, generated there on first start"),
+        "login_timeout": Option(_float(1), "30",
+                                "seconds a connection has to authenticate before it is closed"),
+        "max_pending": Option(_int(0), "10",
+                              "connections not authenticated yet, at most; 0 is no limit"),
     },
     "balancer": {
-        "listen": Option(_words, "",
+        "listen": Option(_endpoints, "",
                          "endpoint strings of load-balancer listeners; empty: no balancer"),
         "backends": Option(_addresses, "", "HOST:PORT of each node, separated by spaces; "
                            "empty, with [cluster] redis: the nodes registered there"),
         "policy": Option(_choice("least-connections", "sticky"), "least-connections",
                          "how a node is picked for a login"),
         "token_file": Option(_text, "",
-                             "file holding an observer token the balancer logs in to backends "
-                             "with"),
+                             "file holding the token, granted stats and drain, the balancer "
+                             "logs in to backends with"),
         "health_interval": Option(_float(0.1), "2", "seconds between health checks of a node"),
         "health_timeout": Option(_float(0.1), "5",
                                  "seconds a node has to answer a health check before it is out"),
@@ -226,7 +297,23 @@ SCHEMA: dict[str, dict[str, Option]] = {
                          "stored messages delivered to a device and not yet acknowledged, "
                          "at most"),
     },
+    "log": {
+        "level": Option(_choice("debug", "info", "warn", "error", "critical"), "info",
+                        "the least important level logged"),
+        "format": Option(_choice("text", "json"), "text",
+                         "text (twistd's lines) or json (one JSON object per line)"),
+    },
+    "auth": {
+        "require_challenge": Option(_bool, "no",
+                                    "refuse token logins; take only challenge logins, which "
+                                    "keep the token off the wire"),
+    },
 }
+
+#: What SIGHUP applies to the running server when the config file changed
+#: (every other key needs a restart, and SIGHUP says so).
+RELOADABLE: frozenset[tuple[str, str]] = frozenset(
+    [("limits", key) for key in SCHEMA["limits"]] + [("log", key) for key in SCHEMA["log"]])
 
 
 @dataclass(frozen=True)
@@ -235,6 +322,8 @@ class ServerConfig:
     tokens: str
     token_reload: float
     handlers: list[str]
+    redirect_targets: list[tuple[str, int]]
+    backlog: int
     reuse_port: bool
 
 
@@ -247,6 +336,8 @@ class TLSConfig:
     require_client_cert: bool
     min_version: str
     reload: float
+    ciphers: str
+    bind_certificate_to_id: bool
 
 
 @dataclass(frozen=True)
@@ -254,6 +345,8 @@ class ManholeConfig:
     listen: list[str]
     authorized_keys: str
     host_key: str
+    login_timeout: float
+    max_pending: int
 
 
 @dataclass(frozen=True)
@@ -296,6 +389,17 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    require_challenge: bool
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one typed dataclass per section."""
 
@@ -306,6 +410,8 @@ class Config:
     balancer: BalancerConfig
     cluster: ClusterConfig
     store: StoreConfig
+    log: LogConfig
+    auth: AuthConfig
 
 
 #: The dataclass each section is read into.
@@ -375,9 +481,20 @@ def check_reuse_port(config: Config) -> None:
                 raise ConfigError(f"{key} with [server] reuse_port: {e}") from None
 
 
+def changes(old: Config, new: Config) -> list[tuple[str, str, Any, Any]]:
+    """Every key whose value differs, as (section, key, old value, new value)."""
+    found = []
+    for section, options in SCHEMA.items():
+        before, after = getattr(old, section), getattr(new, section)
+        for key in options:
+            if getattr(before, key) != getattr(after, key):
+                found.append((section, key, getattr(before, key), getattr(after, key)))
+    return found
+
+
 def _check(config: Config) -> None:
     """Keys that only make sense together, checked now rather than at the first connection."""
-    tls, balancer, cluster = config.tls, config.balancer, config.cluster
+    tls, balancer, limits, cluster = config.tls, config.balancer, config.limits, config.cluster
     if config.server.reuse_port:
         check_reuse_port(config)
     if config.store.default_ttl > config.store.max_ttl:
@@ -385,13 +502,22 @@ def _check(config: Config) -> None:
     if cluster.redis and cluster.ttl <= 2 * cluster.refresh:
         raise ConfigError("[cluster] ttl must be more than twice [cluster] refresh, or a "
                           "node that is alive can look dead")
+    if limits.client_heartbeat and limits.idle_timeout <= limits.client_heartbeat:
+        raise ConfigError(
+            f"[limits] idle_timeout = {limits.idle_timeout:g} would close devices between "
+            f"their heartbeats: it must exceed [limits] client_heartbeat = "
+            f"{limits.client_heartbeat:g} (set that to 0 if every device answers the "
+            "server's PINGs)")
     if (tls.listen or balancer.tls) and not tls.certificate:
         raise ConfigError("TLS listeners need [tls] certificate (try `hypertcp certs`)")
     if tls.require_client_cert and not tls.ca:
         raise ConfigError("[tls] require_client_cert needs [tls] ca, the CA of the device certificates")
+    if tls.bind_certificate_to_id and not tls.require_client_cert:
+        raise ConfigError("[tls] bind_certificate_to_id needs [tls] require_client_cert, "
+                          "so every TLS login presents a certificate")
     if balancer.listen and not balancer.backends and not cluster.redis:
         raise ConfigError("[balancer] listen needs [balancer] backends, or [cluster] redis "
                           "to send devices to the nodes registered there")
     if balancer.backends and balancer.listen and not balancer.token_file:
-        raise ConfigError("[balancer] backends need [balancer] token_file, "
-                          "holding an observer token for the health checks")
+        raise ConfigError("[balancer] backends need [balancer] token_file, holding a token "
+                          "granted stats and drain for the health checks")

@@ -23,7 +23,6 @@ from twisted.application.service import MultiService
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.insults.insults import ServerProtocol
-from twisted.conch.manhole import ColoredManhole
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.manhole_ssh import ConchFactory, TerminalRealm, TerminalSession
 from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
@@ -33,8 +32,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from hypertcp.app.audit import AuditedManhole, Operator, audited
 from hypertcp.app.config import ConfigError, ManholeConfig
-from hypertcp.app.listeners import Listener
+from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
+from hypertcp.app.preauth import PreAuthLimit
 from hypertcp.protocol.commands import status_name
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.tokens import TokenStore
@@ -77,7 +78,8 @@ class OperatorKeys(SSHPublicKeyChecker):
         def accepted(avatar: bytes) -> bytes:
             log.info("manhole: {user} logged in with key {fingerprint}", user=user,
                      fingerprint=_fingerprint(key))
-            return avatar
+            # Any user name is let in; the key says who it is, in the audit lines.
+            return f"{user} ({_fingerprint(key)})".encode("utf-8")
 
         def refused(failure: Any) -> Any:
             # ValidPublicKey is the client asking whether to sign: not a refusal.
@@ -98,9 +100,9 @@ class Console(TerminalSession):
     """
 
     def openShell(self, proto: Any) -> None:
-        self.terminal = self.chainedProtocolFactory()
-        self.transportFactory(proto, self.terminal, IConchUser(self.original),
-                              self.width, self.height)
+        user = IConchUser(self.original)
+        self.terminal = self.chainedProtocolFactory(getattr(user, "name", "?"))
+        self.transportFactory(proto, self.terminal, user, self.width, self.height)
 
     def windowChanged(self, newWindowSize: tuple) -> None:
         rows, columns = newWindowSize[:2]
@@ -158,6 +160,14 @@ class _Shown(str):
         return "\n" + self
 
 
+def _json_object(payload: Any) -> dict:
+    """The contract carries JSON objects only: a list or a string is refused, not relayed."""
+    if not isinstance(payload, dict):
+        raise TypeError(f"the payload must be a dict (a JSON object), not "
+                        f"{type(payload).__name__}: {payload!r}")
+    return payload
+
+
 class Rates:
     """Messages per second, from totals sampled once a second."""
 
@@ -193,19 +203,29 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
                          _buffered(s.transport)))
         print(_table(rows))
         print(f"{len(factory.sessions)} connections, {len(hub.devices)} devices online")
+        if hub.remote is not None:
+            # The cluster: the other nodes' connections, as this node knows them.
+            elsewhere = sorted(hub.remote.peers(), key=lambda p: (p.node, p.device_id))
+            if elsewhere:
+                print(_table([("DEVICE", "ADDRESS", "NODE")]
+                             + [(p.device_id, p.peer, p.node) for p in elsewhere]))
+            print(f"{len(elsewhere)} connections on other nodes")
 
     def kick(device_id: str) -> int:
         """Close every connection of device_id; return how many."""
         return hub.kick(device_id)
 
-    def send(device_id: str, payload: dict) -> str:
-        """Send payload (a dict) to device_id as "server"."""
-        return status_name(hub.send(device_id, payload))
+    def send(device_id: str, payload: dict) -> Any:
+        """Send payload (a dict) to device_id as "server", on any node; the status's name."""
+        answer = hub.send(device_id, _json_object(payload))
+        if isinstance(answer, int):
+            return status_name(answer)
+        return answer.addCallback(status_name)  # across the cluster: the manhole shows it
 
     def broadcast(payload: dict) -> int:
         """Send payload (a dict) as a BROADCAST from "server" to everyone; return to how many."""
-        hub.broadcast(None, payload)
-        return len(hub.sessions)
+        hub.broadcast(None, _json_object(payload))
+        return len(hub.sessions) + (hub.remote.elsewhere() if hub.remote is not None else 0)
 
     def redirect(device_id: Optional[str], host: str, port: int, tls: bool = False) -> int:
         """Send device_id's connections (None: all) to log in at host:port; return how many."""
@@ -238,9 +258,10 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
                 **dict(sorted(factory.counters.items()))}
 
     helpers_: dict[str, Callable[..., Any]] = {
-        "sessions": sessions, "kick": kick, "send": send, "broadcast": broadcast,
-        "redirect": redirect, "drain": drain, "add_token": add_token,
-        "revoke_token": revoke_token, "counters": counters}
+        "sessions": sessions, "kick": audited(kick), "send": audited(send),
+        "broadcast": audited(broadcast), "redirect": audited(redirect), "drain": audited(drain),
+        "add_token": audited(add_token, show_result=False),
+        "revoke_token": audited(revoke_token), "counters": counters}
 
     offline = hub.offline
     if offline is not None:
@@ -281,8 +302,8 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
             """Let node HOST:PORT (or registered id) take new devices again."""
             balancer.undrain(name)
 
-        helpers_.update(backends=backends, drain_backend=drain_backend,
-                        undrain_backend=undrain_backend)
+        helpers_.update(backends=backends, drain_backend=audited(drain_backend),
+                        undrain_backend=audited(undrain_backend))
 
     def helpers() -> None:
         """List these helpers."""
@@ -296,16 +317,23 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
             "balancer": balancer}
 
 
+def _authenticated(transport: Any) -> bool:
+    """Has this SSH connection authenticated?  The connection service starts only then."""
+    return getattr(getattr(transport, "service", None), "name", None) == b"ssh-connection"
+
+
 def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any = None,
-                reactor: Any = None) -> MultiService:
+                reactor: Any = None, backlog: int = DEFAULT_BACKLOG) -> MultiService:
     """The SSH manhole for C{[manhole]} in C{config}, on the live C{factory}."""
     top = MultiService()
     rates = Rates(factory)
     TimerService(1.0, rates.sample).setServiceParent(top)
     names = namespace(factory, rates, balancer)
     realm = TerminalRealm()
+    realm.userFactory = Operator
     realm.sessionFactory = Console
-    realm.chainedProtocolFactory = lambda: ServerProtocol(ColoredManhole, names)
+    realm.chainedProtocolFactory = lambda operator: ServerProtocol(AuditedManhole, names,
+                                                                   operator)
     ssh = ConchFactory(Portal(realm, [OperatorKeys(config.authorized_keys)]))
     try:
         key = host_key(config.host_key)
@@ -316,9 +344,13 @@ def makeService(config: ManholeConfig, factory: HyperTCPFactory, balancer: Any =
     if not Path(config.authorized_keys).exists():
         log.warn("manhole: {path} does not exist yet; no one can log in until it does",
                  path=config.authorized_keys)
+    if reactor is None:
+        from twisted.internet import reactor
+    guarded = PreAuthLimit(ssh, _authenticated, config.login_timeout, config.max_pending,
+                           reactor, "manhole")
     for description in config.listen:
         if not any(marker in description for marker in LOOPBACK):
             log.warn("manhole: {where} is not loopback-only; anyone who reaches it can try keys",
                      where=description)
-        Listener("manhole", description, ssh, reactor).setServiceParent(top)
+        Listener("manhole", description, guarded, reactor, backlog).setServiceParent(top)
     return top

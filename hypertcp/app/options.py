@@ -1,14 +1,20 @@
 """
 C{twistd hypertcp}'s command line: a config file and overrides of its keys.
+
+A mistake on it, or in the config file, ends the process with one line
+naming the key.  (twistd answers a L{usage.UsageError} by printing its
+whole usage text, then the error, and exiting 0; so the plugin raises
+L{SystemExit} instead.)
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Optional, Sequence
 
 from twisted.python import usage
 
+from hypertcp import __version__
 from hypertcp.app.config import Config, ConfigError, load
 
 
@@ -28,6 +34,8 @@ class Options(usage.Options):
         ["tls-ca", None, None, "CA PEM file for device certificates ([tls] ca)"],
         ["workers", None, 0, "run N node processes sharing the listening ports, joined "
                              "through [cluster] redis; 0: this process is the node", int],
+        ["log-level", None, None, "debug, info, warn, error or critical ([log] level)"],
+        ["log-format", None, None, "text, or json for one JSON object per line ([log] format)"],
     ]
     # Options whose value lands on one config key.
     keys = {
@@ -39,6 +47,8 @@ class Options(usage.Options):
         "tls-cert": ("tls", "certificate"),
         "tls-key": ("tls", "key"),
         "tls-ca": ("tls", "ca"),
+        "log-level": ("log", "level"),
+        "log-format": ("log", "format"),
     }
 
     def __init__(self) -> None:
@@ -76,6 +86,11 @@ class Options(usage.Options):
         """Join the cluster whose Redis is at URL, redis://HOST:PORT/DB ([cluster] redis)"""
         self.overrides[("cluster", "redis")] = url
 
+    def opt_version(self) -> None:
+        """Print the HyperTCP version and exit"""
+        print(f"HyperTCP {__version__}")
+        raise SystemExit(0)
+
     def opt_set(self, assignment: str) -> None:
         """Set any config key: --set section.key=value (repeatable)"""
         name, sep, value = assignment.partition("=")
@@ -86,9 +101,16 @@ class Options(usage.Options):
 
     config: Config
 
-    def parseOptions(self, options: Optional[list[str]] = None) -> None:
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        # Kept for --workers, which runs its workers with the same arguments.
         self.argv = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd hypertcp: {e} (twistd hypertcp --help lists the options)"
+                             ) from None
+        except ConfigError as e:
+            raise SystemExit(f"twistd hypertcp: {e}") from None
 
     def postOptions(self) -> None:
         if self["workers"] < 0:
@@ -100,7 +122,4 @@ class Options(usage.Options):
             self.overrides[("server", "listen")] = " ".join(self.listen)
         for target, values in self.lists.items():
             self.overrides[target] = " ".join(values)
-        try:
-            self.config = load(self["config"], self.overrides)
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+        self.config = load(self["config"], self.overrides)

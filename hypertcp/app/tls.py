@@ -9,7 +9,6 @@ their bytes were encrypted, so every rule of the plain listener holds.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,7 +20,7 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator,
 )
 from twisted.internet.ssl import (
-    Certificate, CertificateOptions, PrivateCertificate, TLSVersion, optionsForClientTLS,
+    AcceptableCiphers, Certificate, CertificateOptions, PrivateCertificate, TLSVersion, optionsForClientTLS,
     platformTrust, trustRootFromCertificates,
 )
 from twisted.internet.task import LoopingCall
@@ -29,8 +28,8 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from hypertcp.app.config import ConfigError, TLSConfig
-from hypertcp.app.listeners import Listener
+from hypertcp.app.config import DEFAULT_CIPHERS, ConfigError, TLSConfig
+from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
 
 VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
@@ -57,7 +56,8 @@ def _pem_key(path: str) -> Any:
 class ServerCertificate(Service):
     """
     The listener's TLS settings, built from PEM files and rebuilt when they
-    change (checked every C{interval} seconds, and at once on SIGHUP): new
+    change (checked every C{interval} seconds, and at once on SIGHUP through
+    the L{hypertcp.app.reload.Reloader} C{reload_now} is registered with): new
     connections get the new certificate, live ones keep the one they have.
     A file that fails to load keeps the old certificate in service, so a
     half-finished renewal never takes the server down.
@@ -67,9 +67,15 @@ class ServerCertificate(Service):
 
     def __init__(self, certificate: str, key: str = "", ca: str = "",
                  require_client_cert: bool = False, min_version: str = "1.2",
-                 interval: float = 0, reactor: Any = None) -> None:
+                 interval: float = 0, reactor: Any = None,
+                 ciphers: str = DEFAULT_CIPHERS) -> None:
         if reactor is None:
             from twisted.internet import reactor
+        try:
+            SSL.Context(SSL.TLS_METHOD).set_cipher_list(ciphers.encode("ascii"))
+        except (SSL.Error, UnicodeEncodeError):
+            raise ValueError(f"[tls] ciphers {ciphers!r} selects no cipher suite") from None
+        self.ciphers = AcceptableCiphers.fromOpenSSLCipherString(ciphers)
         self.files = [p for p in (certificate, key, ca) if p]
         self.certificate, self.key, self.ca = certificate, key or certificate, ca
         self.require_client_cert = require_client_cert
@@ -79,7 +85,6 @@ class ServerCertificate(Service):
         self._stamp: Optional[tuple] = None
         self._context: Optional[SSL.Context] = None
         self._poll: Optional[LoopingCall] = None
-        self._previous_handler: Any = None
         self.load()
 
     def _file_stamp(self) -> tuple:
@@ -106,6 +111,7 @@ class ServerCertificate(Service):
             if self.ca else None,
             requireCertificate=self.require_client_cert,
             raiseMinimumTo=self.min_version,
+            acceptableCiphers=self.ciphers,
         )
         try:
             self._context = options.getContext()
@@ -130,6 +136,12 @@ class ServerCertificate(Service):
         self.log.info("TLS certificate reloaded")
         return True
 
+    def reload_now(self) -> str:
+        """SIGHUP's reload: load the files whether or not they look changed."""
+        if self.reload(force=True):
+            return f"loaded {self.certificate}"
+        return "not reloaded, the old certificate stays in use"
+
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         return SSL.Connection(self._context, None)
 
@@ -137,8 +149,6 @@ class ServerCertificate(Service):
 
     def startService(self) -> None:
         super().startService()
-        if hasattr(signal, "SIGHUP"):
-            self._previous_handler = signal.signal(signal.SIGHUP, self._hangup)
         if self.interval:
             self._poll = LoopingCall(self.reload)
             self._poll.clock = self.reactor
@@ -148,12 +158,6 @@ class ServerCertificate(Service):
         super().stopService()
         if self._poll is not None and self._poll.running:
             self._poll.stop()
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, self._previous_handler or signal.SIG_DFL)
-
-    def _hangup(self, signum: int, frame: Any) -> None:
-        # A signal handler may interrupt the reactor anywhere: only schedule.
-        self.reactor.callFromThread(self.reload, True)
 
 
 def certificate_service(config: TLSConfig, reactor: Any = None) -> ServerCertificate:
@@ -161,16 +165,17 @@ def certificate_service(config: TLSConfig, reactor: Any = None) -> ServerCertifi
     try:
         return ServerCertificate(config.certificate, config.key, config.ca,
                                  config.require_client_cert, config.min_version,
-                                 config.reload, reactor)
+                                 config.reload, reactor, config.ciphers)
     except ValueError as e:
         raise ConfigError(f"TLS: {e}") from None
 
 
 def listeners(config: TLSConfig, certificate: ServerCertificate, factory: Any,
-              reactor: Any = None, reuse_port: bool = False) -> list[Listener]:
+              reactor: Any = None, backlog: int = DEFAULT_BACKLOG,
+              reuse_port: bool = False) -> list[Listener]:
     """A TLS listener for each C{[tls] listen} endpoint, serving C{factory}."""
     tls_factory = TLSMemoryBIOFactory(certificate, False, factory)
-    return [Listener("tls", description, tls_factory, reactor, reuse_port)
+    return [Listener("tls", description, tls_factory, reactor, backlog, reuse_port)
             for description in config.listen]
 
 

@@ -12,8 +12,12 @@ it over processes, so it is not the bottleneck it measures.
 
 C{--idle N} measures the other cost of a broker for devices: N logged-in
 connections that only heartbeat, and the server memory and CPU they take.
+C{--storm N} is the reconnect storm: N devices connect and log in at once,
+as after a Wi-Fi outage.  C{--tls} runs any of them over TLS.
 
-L{command} has the command line and the order of the runs; L{load} and L{fleet}
-are the two kinds of run, L{peers} the servers they go through, L{report}
-what is printed.  docs/performance.rst has the method and the figures.
+L{command} has the command line and the order of the runs; L{load},
+L{fleet} and L{storm} are the three kinds of run, L{peers} the servers they
+go through, L{frames} and L{mqtt} the two protocols, L{sockets} and L{tls}
+the connections, L{report} what is printed.  docs/performance.rst has the
+method and the figures.
 """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hypertcp.bench.errors import BenchError
@@ -13,54 +15,69 @@ def _bench(args: argparse.Namespace) -> None:
     """Run the load through our server and each peer in turn, then show the figures."""
     # Imported here, not at the top: the command line builds this command's
     # parser for every `hypertcp` command, and the load generator's modules
-    # (epoll, multiprocessing) are for this one alone.
+    # (epoll, multiprocessing, TLS certificates) are for this one alone.
     from hypertcp.bench import report
     from hypertcp.bench.fleet import run_idle
     from hypertcp.bench.frames import HyperTCP
     from hypertcp.bench.load import run_pairs
     from hypertcp.bench.message import payload_template
     from hypertcp.bench.peers import Broker, sink, start_hypertcp, start_mosquitto
-    from hypertcp.bench.sockets import raise_nofile
+    from hypertcp.bench.sockets import raise_nofile, require_epoll
+    from hypertcp.bench.storm import run_storm
+    from hypertcp.bench.tls import client_context, make_certificates
 
-    idle = args.idle is not None
-    per_broker = 2 * args.pairs if not idle else args.idle
-    raise_nofile(per_broker + 200)
+    require_epoll()
+    kind = report.mode(args)
+    if args.idle is not None and args.storm is not None:
+        raise BenchError("--idle and --storm are different runs; choose one")
     if args.pairs < 1 or args.procs < 1 or args.window < 1:
         raise BenchError("--pairs, --procs and --window must be at least 1")
+    if (args.storm is not None and args.storm < 1) or (args.idle is not None and args.idle < 1):
+        raise BenchError("--storm and --idle need at least 1 device")
+    if args.tls and "sink" in args.peer:
+        raise BenchError("--peer sink has no TLS: it measures the load generator alone")
+    if kind != "pairs" and "sink" in args.peer:
+        raise BenchError(f"--peer sink measures the load generator's pairs, not --{kind}")
+    raise_nofile({"pairs": 2 * args.pairs, "idle": args.idle, "storm": args.storm}[kind] + 200)
     payload_template(args.payload)  # fail early on a payload too small
+    run = {"pairs": run_pairs, "idle": run_idle, "storm": run_storm}[kind]
 
-    def targets() -> list[Callable[[], Optional[Broker]]]:
-        if args.port is not None:
-            if not args.token:
-                raise BenchError("a running server needs --token (a fleet token)")
-            found = [lambda: Broker("HyperTCP", HyperTCP(args.token), (args.host, args.port),
-                                    args.server_pid)]
-        else:
-            found = [lambda: start_hypertcp(args.server_arg)]
-        for peer in args.peer:
-            if peer == "mosquitto":
-                found.append(lambda: start_mosquitto(
-                    int(args.heartbeat * 2) if idle else 0))
-            elif idle:
-                raise BenchError("--peer sink measures the load generator, not an idle fleet")
+    with tempfile.TemporaryDirectory(prefix="hypertcp-bench-certs-") as certdir:
+        certs = None
+        if args.tls and args.port is None:
+            certs = make_certificates(Path(certdir))
+
+        def targets() -> list[Callable[[], Optional[Broker]]]:
+            if args.port is not None:
+                if not args.token:
+                    raise BenchError("a running server needs --token (a fleet token)")
+                tls = client_context(args.ca) if args.tls else None
+                found = [lambda: Broker("HyperTCP", HyperTCP(args.token), (args.host, args.port),
+                                        args.server_pid, tls=tls)]
             else:
-                found.append(sink)
-        return found
+                found = [lambda: start_hypertcp(args.server_arg, certs, args.backlog)]
+            for peer in args.peer:
+                if peer == "mosquitto":
+                    found.append(lambda: start_mosquitto(
+                        int(args.heartbeat * 2) if kind == "idle" else 0, certs))
+                else:
+                    found.append(sink)
+            return found
 
-    runs: dict[str, dict] = {}
-    names: dict[str, str] = {}
-    for start in targets():
-        broker = start()
-        if broker is None:
-            print("hypertcp bench: mosquitto is not installed (apt-get install mosquitto); "
-                  "skipping the Mosquitto run", file=sys.stderr)
-            continue
-        try:
-            figures = run_idle(broker, args) if idle else run_pairs(broker, args)
-        finally:
-            broker.stop()
-        runs[broker.proto.name] = figures
-        names[broker.proto.name] = broker.name
+        runs: dict[str, dict] = {}
+        names: dict[str, str] = {}
+        for start in targets():
+            broker = start()
+            if broker is None:
+                print("hypertcp bench: mosquitto is not installed (apt-get install mosquitto); "
+                      "skipping the Mosquitto run", file=sys.stderr)
+                continue
+            try:
+                figures = run(broker, args)
+            finally:
+                broker.stop()
+            runs[broker.proto.name] = figures
+            names[broker.proto.name] = broker.name
     report.show(args, runs, names)
 
 
@@ -87,7 +104,9 @@ def add_parser(subparsers: Any) -> None:
                     "memory. Starts its own server (twistd -n hypertcp) unless --port is "
                     "given. --peer mosquitto runs the same load over MQTT 3.1.1 QoS 0 "
                     "through Debian's mosquitto and prints ratios to it; --peer sink runs "
-                    "it with no broker, the load generator's own ceiling.")
+                    "it with no broker, the load generator's own ceiling. --idle N and "
+                    "--storm N are the other runs: an idle fleet, and N devices logging in "
+                    "at once. --tls runs any of them over TLS.")
     load = parser.add_argument_group("load")
     load.add_argument("--pairs", type=int, default=10, metavar="N",
                       help="sender->receiver pairs (default: %(default)s)")
@@ -97,8 +116,8 @@ def add_parser(subparsers: Any) -> None:
                       help="total messages per second; 0 is as fast as the window allows "
                            "(default: %(default)s)")
     load.add_argument("--window", type=int, default=64, metavar="N",
-                      help="as fast as possible: messages a sender may have on their way "
-                           "(default: %(default)s)")
+                      help="as fast as possible: messages a sender may have on their way; "
+                           "1 is request/response, one in flight (default: %(default)s)")
     load.add_argument("--no-ack", dest="ack", action="store_false",
                       help="receivers do not acknowledge delivered frames (they do by default, "
                            "as the sketch does)")
@@ -125,6 +144,13 @@ def add_parser(subparsers: Any) -> None:
     idle.add_argument("--heartbeat", type=float, default=30, metavar="S",
                       help="seconds between a device's heartbeats, the sketch's 30 "
                            "(default: %(default)s)")
+    storm = parser.add_argument_group("reconnect storm")
+    storm.add_argument("--storm", type=int, metavar="N",
+                       help="instead of pairs: N devices connect and log in at once, as after "
+                            "a Wi-Fi outage; the time until all are online, logins/s, failures")
+    storm.add_argument("--storm-timeout", type=float, default=120, metavar="S",
+                       help="seconds a device may take to get online before it counts as "
+                            "failed (default: %(default)s)")
     where = parser.add_argument_group("servers")
     where.add_argument("--peer", action="append", choices=("mosquitto", "sink"), default=[],
                        help="also run the load through mosquitto, or with no broker at all "
@@ -133,8 +159,17 @@ def add_parser(subparsers: Any) -> None:
                        help="a running server's host, with --port (default: %(default)s)")
     where.add_argument("--port", type=int, help="bench a running server instead of starting one")
     where.add_argument("--token", help="a fleet token for the running server")
+    where.add_argument("--tls", action="store_true",
+                       help="the same load over TLS: the servers we start get a certificate "
+                            "made like `hypertcp certs` does, and listen for TLS")
+    where.add_argument("--ca", metavar="PEM",
+                       help="with --tls and --port: the CA that signed the running server's "
+                            "certificate (default: the system's)")
     where.add_argument("--server-pid", type=int, metavar="PID",
                        help="the running server's pid, to measure its CPU and memory")
+    where.add_argument("--backlog", type=int, metavar="N",
+                       help="the listen backlog of the HyperTCP server we start (Twisted's "
+                            "default is 50; mosquitto's 100)")
     where.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                        help="an extra option for the server we start, e.g. "
                             "--server-arg=--idle-timeout=300 (repeatable)")

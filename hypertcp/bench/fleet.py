@@ -13,8 +13,9 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from hypertcp.bench.report import Progress
-from hypertcp.bench.sockets import IN, Conn, open_many
+from hypertcp.bench.sockets import Conn, open_many
 from hypertcp.bench.workers import gather, ready, spawn, stop
+from hypertcp.protocol.frames import MAX_MSG_ID
 
 if TYPE_CHECKING:
     from hypertcp.bench.peers import Broker
@@ -30,7 +31,7 @@ def heartbeat(proto: Any, conns: list[Conn], *, go: float, duration: float, ever
     by_fd = {}
     for conn in conns:
         by_fd[conn.fd] = conn
-        ep.register(conn.fd, IN)
+        ep.register(conn.fd, select.EPOLLIN)
     rate = len(conns) / every
     due_sent = answered = closed = 0
     out: list[bytes] = []
@@ -48,7 +49,7 @@ def heartbeat(proto: Any, conns: list[Conn], *, go: float, duration: float, ever
             conn = conns[g % len(conns)]
             if conn.open:
                 try:
-                    conn.sock.send(proto.heartbeat(g // len(conns) % 0xFFFF + 1))
+                    conn.sock.send(conn.seal(proto.heartbeat(g // len(conns) % MAX_MSG_ID + 1)))
                 except OSError:
                     pass
         due_sent = max(due, due_sent)
@@ -65,7 +66,7 @@ def heartbeat(proto: Any, conns: list[Conn], *, go: float, duration: float, ever
             answered += count
             conn.inbuf = buf[used:]
             if out:
-                conn.sock.send(b"".join(out))
+                conn.sock.send(conn.seal(b"".join(out)))
                 out.clear()
     ep.close()
     return {"heartbeats": min(due_sent, int(duration * rate)), "answered": answered,
@@ -80,8 +81,8 @@ def _job(proto: Any, address: Optional[tuple[str, int]], first: int, count: int,
     """
     welcome = proto.welcome(False)
     socks = open_many(address, [(proto.hello(f"bench-idle-{i}", False), welcome)
-                                for i in range(first, first + count)])
-    conns = [Conn(sock, None, False, rest) for sock, rest in socks]
+                                for i in range(first, first + count)], tls=opts["tls"])
+    conns = [Conn(sock, None, False, rest, tls) for sock, rest, tls in socks]
     go, report = ready(pipe)
     result = heartbeat(proto, conns, go=go, duration=opts["duration"], every=opts["heartbeat"],
                        report=report)

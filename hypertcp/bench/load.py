@@ -14,8 +14,9 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from hypertcp.bench.message import payload_template
-from hypertcp.bench.report import Progress
-from hypertcp.bench.sockets import IN, OUT, Conn, open_many, socket_pairs
+from hypertcp.bench.pair import Pair
+from hypertcp.bench.report import Progress, percentile
+from hypertcp.bench.sockets import Conn, open_many, socket_pairs
 from hypertcp.bench.workers import gather, ready, spawn, stop
 
 if TYPE_CHECKING:
@@ -24,21 +25,8 @@ if TYPE_CHECKING:
 DRAIN = 5.0  # seconds after the run for what is in flight to arrive
 
 
-class Pair:
-    """A sender and its receiver, and the count of what went between them."""
-
-    __slots__ = ("index", "sender", "receiver", "template", "sent", "expected", "unique",
-                 "dups", "bad", "refused")
-
-    def __init__(self, index: int, template: bytes) -> None:
-        self.index = index
-        self.template = template
-        self.sent = self.expected = self.unique = 0
-        self.dups = self.bad = self.refused = 0
-
-
 def _connect_pairs(proto: Any, address: Optional[tuple[str, int]], first: int, count: int,
-                   size: int) -> list[Pair]:
+                   size: int, tls: Any = None) -> list[Pair]:
     inner = payload_template(size)
     pairs = []
     for i in range(first, first + count):
@@ -50,12 +38,12 @@ def _connect_pairs(proto: Any, address: Optional[tuple[str, int]], first: int, c
         return pairs
     # Receivers first, so the first message finds its target logged in.
     receivers = open_many(address, [(proto.hello(f"bench-r-{p.index}", True), proto.welcome(True))
-                                    for p in pairs])
+                                    for p in pairs], tls=tls)
     senders = open_many(address, [(proto.hello(f"bench-s-{p.index}", False), proto.welcome(False))
-                                  for p in pairs])
-    for pair, (rsock, rrest), (ssock, srest) in zip(pairs, receivers, senders):
-        pair.receiver = Conn(rsock, pair, True, rrest)
-        pair.sender = Conn(ssock, pair, False, srest)
+                                  for p in pairs], tls=tls)
+    for pair, (rsock, rrest, rtls), (ssock, srest, stls) in zip(pairs, receivers, senders):
+        pair.receiver = Conn(rsock, pair, True, rrest, rtls)
+        pair.sender = Conn(ssock, pair, False, srest, stls)
     return pairs
 
 
@@ -69,6 +57,7 @@ def drive(proto: Any, pairs: list[Pair], *, go: float, warmup: float, duration: 
     pairs, and carries that due time as its send time: a server that falls
     behind shows as latency, not as a quietly lower rate.
     """
+    IN, OUT, ERR = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
     ep = select.epoll()
     by_fd: dict[int, Conn] = {}
     for pair in pairs:
@@ -81,6 +70,10 @@ def drive(proto: Any, pairs: list[Pair], *, go: float, warmup: float, duration: 
     out: list[bytes] = []
 
     def send(conn: Conn, data: bytes) -> None:
+        write(conn, data if conn.tls is None else conn.tls.encrypt(data))
+
+    def write(conn: Conn, data: bytes) -> None:
+        """Bytes for the wire: what the socket does not take waits for it to drain."""
         nonlocal closed
         if conn.outbuf:
             conn.outbuf += data
@@ -158,10 +151,10 @@ def drive(proto: Any, pairs: list[Pair], *, go: float, warmup: float, duration: 
             conn = by_fd[fd]
             if event & OUT and conn.outbuf:
                 data, conn.outbuf = conn.outbuf, b""
-                send(conn, data)
+                write(conn, data)
                 if not conn.outbuf and conn.open:
                     ep.modify(fd, IN)
-            if not event & (IN | select.EPOLLERR | select.EPOLLHUP) or not conn.open:
+            if not event & (IN | ERR) or not conn.open:
                 continue
             buf = conn.read(ep)
             if buf is None:
@@ -213,18 +206,12 @@ def drive(proto: Any, pairs: list[Pair], *, go: float, warmup: float, duration: 
 def _job(proto: Any, address: Optional[tuple[str, int]], first: int, count: int, opts: dict,
          pipe: Connection) -> dict:
     """A worker's part of the run: connect its pairs, then drive them from the start time."""
-    pairs = _connect_pairs(proto, address, first, count, opts["payload"])
+    pairs = _connect_pairs(proto, address, first, count, opts["payload"], opts["tls"])
     go, report = ready(pipe)
     # This process's share of a fixed total rate is its share of the pairs.
     return drive(proto, pairs, go=go, warmup=opts["warmup"], duration=opts["duration"],
                  rate=opts["rate"] * count / opts["pairs"], window=opts["window"],
                  ack=opts["ack"], report=report)
-
-
-def _percentile(ordered: list[int], q: float) -> Optional[float]:
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
 def run_pairs(broker: Broker, args: argparse.Namespace) -> dict:
@@ -266,10 +253,12 @@ def run_pairs(broker: Broker, args: argparse.Namespace) -> dict:
     cpu = marks[1] - marks[0] if len(marks) == 2 and marks[0] is not None else None
     figures.update({
         "msgs_per_s": in_window / args.duration,
-        "p50_ms": _percentile(ordered, 0.50),
-        "p99_ms": _percentile(ordered, 0.99),
+        "p50_ms": percentile(ordered, 0.50),
+        "p99_ms": percentile(ordered, 0.99),
+        "p999_ms": percentile(ordered, 0.999),
         "max_ms": ordered[-1] / 1e6 if ordered else None,
         "server_cpu_s": cpu,
+        "server_cpu_percent": 100 * cpu / args.duration if cpu is not None else None,
         "server_peak_rss_mb": memory["peak_kb"] / 1024 if memory.get("peak_kb") else None,
         "msgs_per_cpu_s": in_window / cpu if cpu else None,
         "bench_cpu_s": sum(r["bench_cpu"] for r in results),

@@ -10,12 +10,10 @@ rest, the same for all of them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hypertcp.bench.errors import BenchError
-
-if TYPE_CHECKING:
-    from hypertcp.bench.load import Pair
+from hypertcp.bench.pair import Pair
 
 SEQ_KEY = b'"seq":"'
 _SEQ = len(SEQ_KEY)

@@ -7,12 +7,10 @@ there is no MQTT dependency.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from hypertcp.bench.message import count, literal
-
-if TYPE_CHECKING:
-    from hypertcp.bench.load import Pair
+from hypertcp.bench.pair import Pair
 
 
 def _varint(n: int) -> bytes:

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,9 +22,10 @@ from typing import Any, Optional
 from hypertcp.bench.errors import BenchError
 from hypertcp.bench.frames import HyperTCP, Sink
 from hypertcp.bench.mqtt import MQTT
+from hypertcp.bench.tls import Certificates, client_context
 
 MOSQUITTO = "/usr/sbin/mosquitto"
-LISTENING = re.compile(r"HyperTCP tcp listening on ([\d.]+):(\d+)")
+LISTENING = re.compile(r"HyperTCP (tcp|tls) listening on ([\d.]+):(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -46,16 +48,19 @@ def proc_memory(pid: int) -> dict[str, int]:
 
 class Broker:
     """
-    A server under test: where it listens, and its pid when we know it (then
-    its CPU and memory are measured).  Started by us, it is stopped on exit.
+    A server under test: where it listens, the client TLS context when the
+    run is over TLS, and its pid when we know it (then its CPU and memory
+    are measured).  Started by us, it is stopped on exit.
     """
 
     def __init__(self, name: str, proto: Any, address: Optional[tuple[str, int]],
                  pid: Optional[int] = None, proc: Optional[subprocess.Popen] = None,
-                 workdir: Optional[tempfile.TemporaryDirectory] = None) -> None:
+                 workdir: Optional[tempfile.TemporaryDirectory] = None,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
         self.name = name
         self.proto = proto
         self.address = address
+        self.tls = tls
         self.pid = pid
         self.proc = proc
         self.workdir = workdir
@@ -93,27 +98,39 @@ class Broker:
             self.workdir.cleanup()
 
 
-def start_hypertcp(extra: list[str]) -> Broker:
-    """C{twistd -n hypertcp} on a loopback port the OS picks, with a fresh fleet token."""
+def start_hypertcp(extra: list[str], certs: Optional[Certificates] = None,
+                   backlog: Optional[int] = None) -> Broker:
+    """
+    C{twistd -n hypertcp} on a loopback port the OS picks, with a fresh
+    fleet token; with C{certs}, the run goes through its TLS listener.
+    C{backlog} is the listeners' listen queue, when not Twisted's default.
+    """
     from hypertcp.server.tokens import TokenStore
 
     workdir = tempfile.TemporaryDirectory(prefix="hypertcp-bench-")
     tokens = Path(workdir.name) / "tokens.json"
     secret = TokenStore(tokens).add("bench", role="fleet")
+    endpoint = "tcp:0:interface=127.0.0.1" + (f":backlog={backlog}" if backlog else "")
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", "hypertcp", "--listen", "tcp:0:interface=127.0.0.1",
+            "-n", "--pidfile=", "hypertcp", "--listen", endpoint,
             "--tokens", str(tokens), "--rate-limit", "0", *extra]
+    kind = "tcp"
+    if certs is not None:
+        kind = "tls"
+        argv += ["--tls", endpoint, "--tls-cert", str(certs.cert),
+                 "--tls-key", str(certs.key)]
     proc = subprocess.Popen(argv, cwd=workdir.name, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    broker = Broker("HyperTCP", HyperTCP(secret), None, proc.pid, proc, workdir)
+    broker = Broker("HyperTCP", HyperTCP(secret), None, proc.pid, proc, workdir,
+                    client_context(certs.ca) if certs else None)
     deadline = time.monotonic() + 30
     assert proc.stdout
     for line in proc.stdout:
         broker.lines.append(line)
         found = LISTENING.search(line)
-        if found:
-            broker.address = (found.group(1), int(found.group(2)))
+        if found and found.group(1) == kind:
+            broker.address = (found.group(2), int(found.group(3)))
             break
         if time.monotonic() > deadline:
             break
@@ -130,8 +147,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_mosquitto(keepalive: int = 0) -> Optional[Broker]:
-    """Debian's mosquitto on a loopback port, or None when it is not installed."""
+def start_mosquitto(keepalive: int = 0, certs: Optional[Certificates] = None) -> Optional[Broker]:
+    """
+    Debian's mosquitto on a loopback port, or None when it is not installed;
+    with C{certs}, its listener is TLS with the same certificate as ours.
+    """
     binary = MOSQUITTO if os.path.exists(MOSQUITTO) else shutil.which("mosquitto")
     if binary is None:
         return None
@@ -140,11 +160,18 @@ def start_mosquitto(keepalive: int = 0) -> Optional[Broker]:
     conf = Path(workdir.name) / "mosquitto.conf"
     # Debian's defaults, plus a loopback listener open to anonymous clients,
     # no persistence (HyperTCP stores nothing either), and quiet logs.
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_dest stdout\nlog_type error\nlog_type warning\n")
+    text = (f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "log_dest stdout\nlog_type error\nlog_type warning\n")
+    if certs is not None:
+        # Run as root, mosquitto loads its key after switching to its own
+        # user, who cannot read our private temporary directory; "user root"
+        # keeps it where it started (and means nothing when started as anyone else).
+        text += f"user root\ncertfile {certs.cert}\nkeyfile {certs.key}\n"
+    conf.write_text(text)
     proc = subprocess.Popen([binary, "-c", str(conf)], cwd=workdir.name, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    broker = Broker("Mosquitto", MQTT(keepalive), ("127.0.0.1", port), proc.pid, proc, workdir)
+    broker = Broker("Mosquitto", MQTT(keepalive), ("127.0.0.1", port), proc.pid, proc, workdir,
+                    client_context(certs.ca) if certs else None)
     broker.start_reading()
     deadline = time.monotonic() + 10
     while True:

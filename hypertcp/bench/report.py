@@ -10,6 +10,14 @@ import argparse
 import json
 import sys
 import time
+from typing import Optional
+
+
+def percentile(ordered: list[int], q: float) -> Optional[float]:
+    """The C{q} quantile of sorted nanoseconds, in milliseconds; None when there are none."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
 class Progress:
@@ -41,6 +49,7 @@ PAIR_ROWS = [
     ("msgs_per_s", "delivered msgs/s", "{:,.0f}"),
     ("p50_ms", "latency p50 ms", "{:.3f}"),
     ("p99_ms", "latency p99 ms", "{:.3f}"),
+    ("p999_ms", "latency p99.9 ms", "{:.3f}"),
     ("max_ms", "latency max ms", "{:.2f}"),
     ("sent", "sent", "{:,}"),
     ("delivered", "delivered", "{:,}"),
@@ -49,6 +58,7 @@ PAIR_ROWS = [
     ("refused", "refused by server", "{:,}"),
     ("closed", "connections closed", "{:,}"),
     ("server_cpu_s", "server CPU s", "{:.2f}"),
+    ("server_cpu_percent", "server CPU % of a core", "{:.1f}"),
     ("server_peak_rss_mb", "server peak RSS MB", "{:.1f}"),
     ("msgs_per_cpu_s", "msgs per server CPU s", "{:,.0f}"),
     ("bench_cpu_s", "load generator CPU s", "{:.2f}"),
@@ -65,9 +75,24 @@ IDLE_ROWS = [
     ("answered", "heartbeats answered", "{:,}"),
     ("closed", "connections closed", "{:,}"),
 ]
+STORM_ROWS = [
+    ("devices", "devices", "{:,}"),
+    ("online", "online", "{:,}"),
+    ("failures", "failures", "{:,}"),
+    ("all_online_s", "all online after s", "{:.2f}"),
+    ("logins_per_s", "logins/s", "{:,.0f}"),
+    ("online_p50_ms", "online p50 ms", "{:.1f}"),
+    ("online_p99_ms", "online p99 ms", "{:.1f}"),
+    ("server_cpu_s", "server CPU s", "{:.2f}"),
+    ("server_rss_mb", "server RSS after MB", "{:.1f}"),
+    ("listen_overflows", "listen queue overflows", "{:,}"),
+    ("bench_cpu_s", "load generator CPU s", "{:.2f}"),
+]
 # Figures where a ratio to the baseline says something.
-RATIOS = ("msgs_per_s", "p50_ms", "p99_ms", "max_ms", "server_cpu_s", "server_peak_rss_mb",
-          "msgs_per_cpu_s", "rss_per_conn_kb", "idle_cpu_s")
+RATIOS = ("msgs_per_s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "server_cpu_s",
+          "server_cpu_percent", "server_peak_rss_mb", "msgs_per_cpu_s", "rss_per_conn_kb",
+          "idle_cpu_s", "all_online_s", "logins_per_s", "online_p50_ms", "online_p99_ms",
+          "server_rss_mb")
 
 
 def ratios(runs: dict[str, dict]) -> dict[str, dict[str, float]]:
@@ -108,25 +133,46 @@ def table(runs: dict[str, dict], rows: list, brokers: dict[str, str]) -> str:
                                for i, cell in enumerate(r)).rstrip() for r in lines)
 
 
+def mode(args: argparse.Namespace) -> str:
+    """Which kind of run the options ask for: "idle", "storm" or "pairs"."""
+    if args.idle is not None:
+        return "idle"
+    return "storm" if args.storm is not None else "pairs"
+
+
 def show(args: argparse.Namespace, runs: dict[str, dict], brokers: dict[str, str]) -> None:
     """Print the scenario and every run's figures: a table, or JSON with C{--json}."""
-    idle = args.idle is not None
-    scenario = {"pairs": args.pairs, "payload": args.payload, "rate": args.rate,
-                "window": args.window, "ack": args.ack, "duration": args.duration,
-                "warmup": args.warmup, "procs": args.procs}
-    if idle:
+    kind = mode(args)
+    over = "TLS" if args.tls else "plain TCP"
+    if kind == "idle":
         scenario = {"idle": args.idle, "idle_time": args.idle_time,
                     "heartbeat": args.heartbeat, "procs": args.procs}
+        title = (f"idle fleet: {args.idle:,} logged-in connections over {over}, a heartbeat "
+                 f"every {args.heartbeat:g} s, measured over {args.idle_time:g} s")
+        rows = IDLE_ROWS
+    elif kind == "storm":
+        scenario = {"storm": args.storm, "storm_timeout": args.storm_timeout,
+                    "procs": args.procs}
+        title = (f"reconnect storm: {args.storm:,} devices connect and log in at once over "
+                 f"{over}, {args.procs} load process(es)")
+        rows = STORM_ROWS
+    else:
+        scenario = {"pairs": args.pairs, "payload": args.payload, "rate": args.rate,
+                    "window": args.window, "ack": args.ack, "duration": args.duration,
+                    "warmup": args.warmup, "procs": args.procs}
+        rate = f"{args.rate:,.0f} msgs/s in total" if args.rate else \
+            "one message in flight per sender (request/response)" if args.window == 1 else \
+            f"as fast as possible, window {args.window} per sender"
+        title = (f"{args.pairs:,} pairs over {over}, {args.payload}-byte payload, {rate}, "
+                 f"receivers {'ack' if args.ack else 'do not ack'}, {args.duration:g} s "
+                 f"after {args.warmup:g} s warm-up, {args.procs} load process(es)")
+        rows = PAIR_ROWS
+    scenario["tls"] = args.tls
     if args.json:
         print(json.dumps({"scenario": scenario, "runs": runs, "ratios": ratios(runs)}, indent=2))
         return
-    if idle:
-        print(f"idle fleet: {args.idle:,} logged-in connections, a heartbeat every "
-              f"{args.heartbeat:g} s, measured over {args.idle_time:g} s")
-    else:
-        rate = f"{args.rate:,.0f} msgs/s in total" if args.rate else \
-            f"as fast as possible, window {args.window} per sender"
-        print(f"{args.pairs:,} pairs, {args.payload}-byte payload, {rate}, receivers "
-              f"{'ack' if args.ack else 'do not ack'}, {args.duration:g} s "
-              f"after {args.warmup:g} s warm-up, {args.procs} load process(es)")
-    print(table(runs, IDLE_ROWS if idle else PAIR_ROWS, brokers))
+    print(title)
+    print(table(runs, rows, brokers))
+    for name, figures in runs.items():
+        for why, times in (figures.get("failure_reasons") or {}).items():
+            print(f"{brokers[name]}: {times:,} failed: {why}")

@@ -22,7 +22,6 @@ import argparse
 import json
 import select
 import socket
-import struct
 import sys
 import time
 from typing import Any, Optional

@@ -44,7 +44,12 @@ def _worker(job: Job, proto: Any, address: Optional[tuple[str, int]], first: int
 
 
 def spawn(job: Job, broker: Broker, total: int, procs: int, opts: dict) -> list:
-    """Fork up to C{procs} workers running C{job}, the C{total} split evenly between them."""
+    """
+    Fork up to C{procs} workers running C{job}, the C{total} split evenly
+    between them.  C{opts["tls"]} is the broker's client TLS context (None
+    for plain TCP); forked, not pickled.
+    """
+    opts = dict(opts, tls=broker.tls)
     ctx = multiprocessing.get_context("fork")
     workers = []
     for n in range(procs):

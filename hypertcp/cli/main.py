@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 from typing import Any, Callable, Optional, Sequence
 
+from hypertcp import __version__
 from hypertcp.bench.command import add_parser as add_bench_parser
 from hypertcp.cli.certs import add_parser as add_certs_parser
-from hypertcp.cli.common import CommandError, UsageError
+from hypertcp.cli.common import CommandError, UsageError, tls_failure
 from hypertcp.cli.messaging import add_messaging_parsers
 from hypertcp.cli.queue import add_queue_parser
 from hypertcp.cli.tokens import add_token_parser
@@ -31,6 +33,7 @@ def _describe(error: OSError, args: argparse.Namespace) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hypertcp", description="Talk to a HyperTCP server and manage its tokens.")
+    parser.add_argument("--version", action="version", version=f"hypertcp {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_parser in COMMANDS:
         add_parser(subparsers)
@@ -44,6 +47,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as e:
         print(f"hypertcp {args.command}: {e}", file=sys.stderr)
         return 2
+    except ssl.SSLError as e:  # before ValueError: a failed verification is both
+        print(f"hypertcp {args.command}: {tls_failure(e, args)}", file=sys.stderr)
+        return 1
     except (CommandError, HyperTCPError, ValueError) as e:
         # ValueError: what the client refuses to send, e.g. an oversize payload.
         print(f"hypertcp {args.command}: {e}", file=sys.stderr)

@@ -11,16 +11,17 @@ from typing import Any
 from hypertcp.cli.common import (
     CommandError, UsageError, connect, connection_options, json_object,
 )
-from hypertcp.client.errors import HyperTCPError
-from hypertcp.protocol.commands import Command, Status, status_name
+from hypertcp.client.blocking import Client
+from hypertcp.client.errors import ACCEPTED, HyperTCPError
+from hypertcp.protocol.commands import Command, status_name
 
 KINDS = {Command.JSON_MESSAGE: "message", Command.BROADCAST: "broadcast"}
 
 
-def _answered(what: str, answer: int, stored: bool = False) -> int:
-    """Print a success (STORED too, when the message asked for qos); raise anything else."""
-    if answer != Status.SUCCESS and not (stored and answer == Status.STORED):
-        raise HyperTCPError(answer, what)
+def _answered(what: str, answer: int, client: Client) -> int:
+    """Print the status; a refusal is an error that says why, as the server put it."""
+    if answer not in ACCEPTED:
+        raise HyperTCPError(answer, what, client.last_reason)
     print(status_name(answer))
     return 0
 
@@ -33,19 +34,35 @@ def _send(args: argparse.Namespace) -> int:
         raise UsageError("--ttl must be a positive number of seconds")
     with connect(args) as client:
         answer = client.send(args.target, payload, ack=args.ack, qos=args.qos, ttl=args.ttl)
-        return _answered(f"send to {args.target}", answer, stored=bool(args.qos))
+        if args.target == "server" and answer in ACCEPTED:
+            # A server command's reply comes before the answer: print it.
+            replies = _server_replies(client)
+            if replies:
+                for reply in replies:
+                    print(json.dumps(reply, ensure_ascii=False))
+                return 0
+        return _answered(f"send to {args.target}", answer, client)
+
+
+def _server_replies(client: Client) -> list:
+    """The payloads of the messages from "server" that arrived with the answer."""
+    replies = []
+    while (message := client.receive(0)) is not None:
+        if message.sender == "server":
+            replies.append(message.payload)
+    return replies
 
 
 def _broadcast(args: argparse.Namespace) -> int:
     payload = json_object(args.json)
     with connect(args) as client:
-        return _answered("broadcast", client.broadcast(payload))
+        return _answered("broadcast", client.broadcast(payload), client)
 
 
 def _listen(args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     received = 0
-    with connect(args) as client:
+    with connect(args, reconnect=True) as client:
         # On stderr, so stdout stays pure JSON lines; it tells scripts (and
         # tests) that messages sent from now on will arrive.
         who = f" as {client.device_id}" if client.device_id else ""
@@ -75,8 +92,10 @@ def _ping(args: argparse.Namespace) -> int:
 
 def add_messaging_parsers(subparsers: Any) -> None:
     common = connection_options()
-    send = subparsers.add_parser("send", parents=[common], help="send a JSON message to a device",
-                                 description="Send a JSON object to one device (or to \"server\").")
+    send = subparsers.add_parser(
+        "send", parents=[common], help="send a JSON message to a device",
+        description="Send a JSON object to one device, or to \"server\": a server command's "
+                    "reply (such as {\"command\": \"stats\"}'s) is printed as a JSON line.")
     send.add_argument("target", metavar="TARGET", help="the device id to send to")
     send.add_argument("json", metavar="JSON", help="the payload, a JSON object; - reads stdin")
     send.add_argument("--ack", action="store_true",
@@ -97,7 +116,8 @@ def add_messaging_parsers(subparsers: Any) -> None:
         "listen", parents=[common], help="print incoming messages as JSON lines",
         description="Print each message delivered to this client as one JSON line: "
                     '{"command": "message"|"broadcast", "from": ID, "payload": {...}}, '
-                    'with "queued_at" (ms) on a message that was stored for this client.')
+                    'with "queued_at" (ms) on a message that was stored for this client. '
+                    "A dropped connection is made again (said on stderr).")
     listen.add_argument("--count", type=int, metavar="N", help="stop after N messages")
     listen.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
     listen.set_defaults(run=_listen)

@@ -1,4 +1,4 @@
-"""C{hypertcp token add|list|revoke}: the token file."""
+"""C{hypertcp token add|list|revoke}: the token file, or a cluster's tokens in Redis."""
 
 from __future__ import annotations
 
@@ -29,22 +29,41 @@ def _in_cluster(args: argparse.Namespace, operation: Any) -> Any:
     except (ConnectionError, ValueError) as e:
         raise CommandError(str(e)) from None
 
-def _store(args: argparse.Namespace) -> tokens.TokenStore:
-    return tokens.TokenStore(args.tokens or tokens.default_path())
+
+def _store(args: argparse.Namespace, must_exist: bool = True) -> tokens.TokenStore:
+    """The token file C{args} name; a missing one is an error unless it is to be made."""
+    try:
+        store = tokens.TokenStore(args.tokens or tokens.default_path())
+    except ValueError as e:  # TokenFileError: it says which file and why
+        raise CommandError(str(e)) from None
+    if must_exist and not store.exists:
+        raise CommandError(f"{store.path}: no such token file")
+    return store
+
+
+def _save_secret(path: str, secret: str) -> None:
+    """Write the secret to C{path}, readable by its owner only from the first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode above applies only to a file it creates
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
 
 
 def _token_add(args: argparse.Namespace) -> int:
     if _cluster(args):
         secret = _in_cluster(args, lambda admin: admin.add(args.name, args.role, args.prefix,
-                                                           args.reach))
+                                                           args.reach, args.grant))
         where = "the cluster"
     else:
-        store = _store(args)
+        store = _store(args, must_exist=False)
         try:
-            secret = store.add(args.name, role=args.role, prefix=args.prefix, reach=args.reach)
+            secret = store.add(args.name, role=args.role, prefix=args.prefix, reach=args.reach,
+                               grants=args.grant)
         except ValueError as e:
             raise CommandError(str(e)) from None
         where = str(store.path)
+    if args.save:
+        _save_secret(args.save, secret)
     if args.role == "device":
         identity = f"it logs in as device {args.name}"
     else:
@@ -54,7 +73,12 @@ def _token_add(args: argparse.Namespace) -> int:
             identity += ", and receive presence events"
     print(f"Added {args.role} token {args.name!r} to {where}: {identity}.")
     print(f"It may send to: {', '.join(args.reach or ['*'])}.")
-    print("The token is shown only now; the file keeps its hash:")
+    if args.grant:
+        print(f"It may run: {', '.join(dict.fromkeys(args.grant))}, on the devices it may reach.")
+    if args.save:
+        print(f"The token is saved in {args.save} (mode 0600); the token file keeps its hash:")
+    else:
+        print("The token is shown only now; the file keeps its hash:")
     print(secret)
     return 0
 
@@ -68,10 +92,11 @@ def _token_list(args: argparse.Namespace) -> int:
     if not records:
         print(f"no tokens in {where}")
         return 0
-    rows = [("NAME", "ROLE", "PREFIX", "REACH", "CREATED", "STATE")]
+    rows = [("NAME", "ROLE", "PREFIX", "REACH", "GRANTS", "CREATED", "STATE")]
     for r in records:
         created = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M") if r.created else "-"
-        rows.append((r.name, r.role, r.prefix or "-", ",".join(r.reach), created,
+        rows.append((r.name, r.role, r.prefix or "-", ",".join(r.reach),
+                     ",".join(r.grants) or "-", created,
                      "revoked" if r.revoked else "live"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
@@ -117,6 +142,14 @@ def add_token_parser(subparsers: Any) -> None:
     add.add_argument("--prefix", metavar="P", help="fleet/observer: ids must start with P")
     add.add_argument("--reach", metavar="PATTERN", nargs="+", action="extend",
                      help="glob patterns of the targets it may send to (default: *)")
+    add.add_argument("--save", metavar="FILE",
+                     help="also write the token to FILE, readable only by you (mode 0600), "
+                          "e.g. for [balancer] token_file")
+    add.add_argument("--grant", metavar="COMMAND", nargs="+", action="extend",
+                     choices=tokens.GRANTS,
+                     help="fleet/observer: admin commands it may run, on the devices its "
+                          f"prefix and reach cover ({', '.join(tokens.GRANTS)}; a balancer "
+                          "needs stats and drain)")
     add.set_defaults(run=_token_add)
 
     listing = actions.add_parser("list", parents=[file_option], help="list the tokens")

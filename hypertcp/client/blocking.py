@@ -16,10 +16,11 @@ import time
 from collections import deque
 from typing import Callable, Iterator, Optional, Union
 
-from hypertcp.client.errors import HyperTCPError
+from hypertcp.client.errors import ACCEPTED, HyperTCPError
 from hypertcp.protocol.bodies import Message
 from hypertcp.protocol.client import (
-    Answered, ClientConnection, ClientEvent, Delivered, LoginAnswered, Redirected,
+    Answered, ClientConnection, ClientEvent, Closing, Delivered, LoginAnswered, Redirected,
+    Refused,
 )
 from hypertcp.protocol.commands import Status, status
 
@@ -28,6 +29,10 @@ RECV_SIZE = 65536
 # ack timeout (10 s by default) ran out; wait that much longer than usual so
 # its TIMEOUT answer, not ours, decides.
 ACK_GRACE = 30.0
+#: Seconds between attempts to reconnect: doubling from the first to the last.
+RECONNECT_DELAYS = (0.5, 30.0)
+#: A refused login that trying again cannot fix.
+FATAL_LOGIN = frozenset((Status.INVALID_TOKEN, Status.NOT_ALLOWED))
 
 
 class Client:
@@ -36,14 +41,26 @@ class Client:
 
     Transport failures raise L{OSError} (L{ConnectionError}, L{TimeoutError});
     a refused login raises L{HyperTCPError}.  Sends return the server's status
-    rather than raising, since DEVICE_NOT_IN_NETWORK is an everyday answer.
+    rather than raising, since DEVICE_NOT_IN_NETWORK is an everyday answer;
+    with C{raise_on_error} they raise L{HyperTCPError} for any status but
+    SUCCESS and STORED instead.  The client asks the server for reasons
+    (C{reasons}): a refusal's is in L{last_reason} and in the error, and a
+    closed connection's in the L{ConnectionError}.
+
+    With C{reconnect}, a connection that drops is made again, with backoff,
+    by the next call -- and by L{receive} and L{messages} at once, so a
+    listener outlives a server restart.  A request the drop interrupted
+    still raises: it may or may not have been delivered.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: Optional[str] = None,
                  device_id: Optional[str] = None, timeout: float = 10.0,
                  ssl_context: Optional[ssl.SSLContext] = None,
                  server_hostname: Optional[str] = None, heartbeat: float = 30.0,
-                 tls: Optional[bool] = None) -> None:
+                 tls: Optional[bool] = None, *, raise_on_error: bool = False,
+                 reasons: bool = True, reconnect: bool = False,
+                 on_reconnect: Optional[Callable[["Client"], object]] = None,
+                 challenge: bool = False) -> None:
         if not token:
             raise ValueError("a HyperTCP client needs a token")
         self.host = host
@@ -62,10 +79,27 @@ class Client:
         #: Seconds of our silence after which a waiting call sends a PING, so
         #: the server's idle timeout never closes a client that is listening.
         self.heartbeat = heartbeat
+        self.raise_on_error = raise_on_error
+        self.reasons = reasons
+        self.reconnect = reconnect
+        #: Called with the client after each reconnection.
+        self.on_reconnect = on_reconnect
+        #: What the server said about the last refusal, if it said.
+        self.last_reason: Optional[str] = None
+        #: What the server said about closing the connection, if it said.
+        self.closing_reason: Optional[str] = None
+        #: Log in by challenge and response: the token never crosses the wire,
+        #: which matters most on plain TCP.
+        self.challenge = challenge
         self._sock: Optional[socket.socket] = None
+        self._conn: Optional[ClientConnection] = None
+        self._redirect: Optional[tuple[str, int, bool]] = None
+        self._last_write = 0.0
+        self._logged_in_once = False
         self._inbox: deque[Message] = deque()
         self._awaiting: set[int] = set()
         self._answers: dict[int, int] = {}
+        self._reasons: dict[int, str] = {}
 
     # -- connection --
 
@@ -83,9 +117,12 @@ class Client:
             sock.close()
             raise
         self._sock = sock
-        self._conn = ClientConnection(self.token, self.device_id)
-        self._redirect: Optional[tuple[str, int, bool]] = None
+        self._conn = ClientConnection(self.token, self.device_id, reasons=self.reasons,
+                                      use_challenge=self.challenge)
+        self._redirect = None
         self._login_answer: Optional[int] = None
+        self.closing_reason = None
+        self.last_reason = None
         try:
             self._write(self._conn.login())
             deadline = time.monotonic() + self.timeout
@@ -98,7 +135,9 @@ class Client:
         answer = self._login_answer
         if answer != Status.SUCCESS:
             self.close()
-            raise HyperTCPError(answer, f"login to {self.host}:{self.port} refused")
+            raise HyperTCPError(answer, f"login to {self.host}:{self.port} refused",
+                                self.last_reason)
+        self._logged_in_once = True
         return self
 
     def close(self) -> None:
@@ -129,11 +168,11 @@ class Client:
         if ack and timeout is None:
             timeout = self.timeout + ACK_GRACE
         return self._request(lambda: self._connection().send(target, payload, ack, qos, ttl),
-                             timeout)
+                             timeout, f"send to {target}")
 
     def broadcast(self, payload: dict, timeout: Optional[float] = None) -> Union[Status, int]:
         """Send C{payload} to every other logged-in client; return the status."""
-        return self._request(lambda: self._connection().broadcast(payload), timeout)
+        return self._request(lambda: self._connection().broadcast(payload), timeout, "broadcast")
 
     def send_to_server(self, payload: dict, timeout: Optional[float] = None) -> Union[Status, int]:
         """Send C{payload} to the server itself (e.g. C{{"command": "ping"}})."""
@@ -142,7 +181,7 @@ class Client:
     def ping(self, timeout: Optional[float] = None) -> float:
         """The round trip of a PING to the server, in seconds."""
         start = time.monotonic()
-        self._request(lambda: self._connection().ping(), timeout)
+        self._request(lambda: self._connection().ping(), timeout, "ping")
         return time.monotonic() - start
 
     # -- incoming messages --
@@ -151,8 +190,14 @@ class Client:
         """The next message, or None if none arrives within C{timeout} (None: wait for ever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._inbox:
-            if not self._pump(deadline):
-                return None
+            try:
+                if not self._pump(deadline):
+                    return None
+            except (ConnectionError, TimeoutError):
+                if not self.reconnect or not self._logged_in_once:
+                    raise
+                if not self._reconnect(deadline):
+                    return None
         return self._inbox.popleft()
 
     def messages(self, timeout: Optional[float] = None) -> Iterator[Message]:
@@ -169,10 +214,40 @@ class Client:
     # -- the socket --
 
     def _connection(self) -> ClientConnection:
-        if self._sock is None:
+        if self._sock is None or self._conn is None:
             raise ConnectionError("not connected: call connect() (or use the client in a "
                                   "with block) before sending")
         return self._conn
+
+    def _reconnect(self, deadline: Optional[float]) -> bool:
+        """
+        Connect and log in again, backing off between attempts, until
+        C{deadline}; False if it passed first.  A refused token is final.
+        """
+        self.close()
+        dropped = self.closing_reason
+        delay, longest = RECONNECT_DELAYS
+        while True:
+            try:
+                self.connect()
+            except HyperTCPError as e:
+                if e.status in FATAL_LOGIN:
+                    if dropped:
+                        raise HyperTCPError(e.status, f"{self.host}:{self.port} closed the "
+                                            f"connection ({dropped}) and refused to log in "
+                                            "again", e.reason) from None
+                    raise
+            except OSError:
+                pass
+            else:
+                if self.on_reconnect is not None:
+                    self.on_reconnect(self)
+                return True
+            wait = delay if deadline is None else min(delay, deadline - time.monotonic())
+            if wait <= 0:
+                return False
+            time.sleep(wait)
+            delay = min(delay * 2, longest)
 
     def _write(self, data: bytes) -> None:
         if self._sock is None:
@@ -182,11 +257,13 @@ class Client:
         self._sock.sendall(data)
         self._last_write = time.monotonic()
 
-    def _request(self, frame: Callable[[], tuple[int, bytes]],
-                 timeout: Optional[float] = None) -> Union[Status, int]:
+    def _request(self, frame: Callable[[], tuple[int, bytes]], timeout: Optional[float] = None,
+                 what: str = "request") -> Union[Status, int]:
         """Send the frame C{frame()} makes and wait for the RESPONSE that echoes its msg_id."""
         if self._redirect is not None:
             self._follow_redirect()
+        elif self._sock is None and self.reconnect and self._logged_in_once:
+            self.connect()
         msg_id, data = frame()
         self._write(data)
         self._awaiting.add(msg_id)
@@ -200,9 +277,13 @@ class Client:
                         "the message may or may not have been delivered")
                 if not self._pump(deadline):
                     raise TimeoutError(f"no answer from {self.host}:{self.port} in time")
-            return status(self._answers.pop(msg_id))
+            answer = status(self._answers.pop(msg_id))
         finally:
             self._awaiting.discard(msg_id)
+        self.last_reason = self._reasons.pop(msg_id, None)
+        if self.raise_on_error and answer not in ACCEPTED:
+            raise HyperTCPError(answer, f"{what} refused", self.last_reason)
+        return answer
 
     def _pump(self, deadline: Optional[float]) -> bool:
         """
@@ -238,7 +319,8 @@ class Client:
                 self._follow_redirect()
                 return True
             self.close()
-            raise ConnectionError(f"{self.host}:{self.port} closed the connection")
+            why = f": {self.closing_reason}" if self.closing_reason else ""
+            raise ConnectionError(f"{self.host}:{self.port} closed the connection{why}")
         events, reply = self._conn.receive(data)
         if reply:
             self._write(reply)
@@ -259,6 +341,12 @@ class Client:
             # Followed as soon as no answer is outstanding on this connection;
             # the server closes it shortly, which ends any wait for one.
             self._redirect = (event.host, event.port, event.tls)
+        elif kind is Refused:
+            self._reasons[event.msg_id] = self.last_reason = event.reason
+            if len(self._reasons) > 100:  # reasons for requests nobody waits for any more
+                self._reasons.pop(next(iter(self._reasons)))
+        elif kind is Closing:
+            self.closing_reason = event.reason
         # Ignored: a malformed REDIRECT, or a newer server's command.
 
     def _follow_redirect(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Optional
 
 
 class RemotePeer(NamedTuple):
@@ -11,6 +11,7 @@ class RemotePeer(NamedTuple):
     device_id: str
     peer: str  # its address, HOST:PORT, as that node sees it
     node: str
+    owner: str  # whose id it is (TokenRecord.owner): one owner per id, cluster-wide
 
 
 class Directory:
@@ -31,15 +32,23 @@ class Directory:
     def holds(self, device_id: str) -> bool:
         return device_id in self._devices
 
+    def owner_of(self, device_id: str) -> Optional[str]:
+        """Who holds C{device_id} on other nodes (None: no one)."""
+        for node in self._devices.get(device_id, ()):
+            for peer in self._nodes[node].values():
+                if peer.device_id == device_id:
+                    return peer.owner
+        return None
+
     def nodes_of(self, device_id: str) -> dict[str, int]:
         """The nodes holding C{device_id}, each with its number of connections there."""
         return self._devices.get(device_id, {})
 
-    def add(self, node: str, device_id: str, client_id: str) -> None:
+    def add(self, node: str, device_id: str, client_id: str, owner: str) -> None:
         peers = self._nodes.setdefault(node, {})
         if client_id in peers:
             return
-        peers[client_id] = RemotePeer(device_id, client_id, node)
+        peers[client_id] = RemotePeer(device_id, client_id, node, owner)
         counts = self._devices.setdefault(device_id, {})
         counts[node] = counts.get(node, 0) + 1
 
@@ -62,22 +71,22 @@ class Directory:
         self._nodes.pop(node, None)
         return peers
 
-    def replace(self, node: str, peers: list[tuple[str, str]]) -> tuple[list[RemotePeer],
-                                                                        list[RemotePeer]]:
+    def replace(self, node: str, peers: list[tuple[str, str, str]]
+                ) -> tuple[list[RemotePeer], list[RemotePeer]]:
         """
-        Make C{node}'s connections exactly C{peers} (device id, client id);
-        return those that appeared and those that went.
+        Make C{node}'s connections exactly C{peers} (device id, client id,
+        owner); return those that appeared and those that went.
         """
         before = dict(self._nodes.get(node, {}))
-        now = {client_id: device_id for device_id, client_id in peers}
+        now = {client_id: (device_id, owner) for device_id, client_id, owner in peers}
         gone = [peer for client_id, peer in before.items() if client_id not in now]
         for peer in gone:
             self.remove(node, peer.peer)
         came = []
-        for client_id, device_id in now.items():
+        for client_id, (device_id, owner) in now.items():
             if client_id not in before:
-                self.add(node, device_id, client_id)
-                came.append(RemotePeer(device_id, client_id, node))
+                self.add(node, device_id, client_id, owner)
+                came.append(RemotePeer(device_id, client_id, node, owner))
         return came, gone
 
     def nodes(self) -> list[str]:

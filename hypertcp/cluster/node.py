@@ -137,7 +137,7 @@ class ClusterNode:
         """Write this node's whole list of connections, replacing what Redis held."""
         fields: list[Any] = []
         for peer in list(self.hub.sessions):
-            fields += [self._field(peer), b"1"]
+            fields += [self._field(peer), peer.token.owner.encode("utf-8")]
         mine, call = self.keys.devices(self.id), self.bus.call
         # One transaction: a node reading the list meanwhile sees the old or the new, whole.
         for command in (("MULTI",), ("DEL", mine), ("HSET", mine, *fields) if fields else None,
@@ -235,11 +235,11 @@ class ClusterNode:
         def got(fields: list[bytes]) -> None:
             if node not in self.nodes:
                 return
-            pairs = []
-            for field in fields[::2]:
+            peers = []
+            for field, owner in zip(fields[::2], fields[1::2]):
                 device_id, _, client_id = field.decode("utf-8").partition("\0")
-                pairs.append((device_id, client_id))
-            came, gone = self.directory.replace(node, pairs)
+                peers.append((device_id, client_id, owner.decode("utf-8")))
+            came, gone = self.directory.replace(node, peers)
             for peer in came:
                 self._tell_observers("deviceConnected", peer)
             for peer in gone:
@@ -310,12 +310,13 @@ class ClusterNode:
             return  # the resync when Redis is back writes the whole list
         field, mine = self._field(peer), self.keys.devices(self.id)
         connected = event == "deviceConnected"
+        owner = peer.token.owner
         if connected:
-            self.bus.call("HSET", mine, field, b"1").addErrback(self._failed)
+            self.bus.call("HSET", mine, field, owner.encode("utf-8")).addErrback(self._failed)
         else:
             self.bus.call("HDEL", mine, field).addErrback(self._failed)
         self._queue(self.keys.everyone, env.PRESENCE, CONNECTED if connected else 0,
-                    f"{peer.device_id}\0{peer.peer}", body)
+                    f"{peer.device_id}\0{peer.peer}\0{owner}", body)
 
     def telemetry(self, body: bytes) -> None:
         if self.up:
@@ -323,6 +324,12 @@ class ClusterNode:
 
     def peers(self) -> Iterator[RemotePeer]:
         return self.directory.peers()
+
+    def owner(self, device_id: str) -> Optional[str]:
+        return self.directory.owner_of(device_id)
+
+    def elsewhere(self) -> int:
+        return len(self.directory)
 
     def command(self, device_id: str, op: dict) -> int:
         nodes = self.directory.nodes_of(device_id)
@@ -417,9 +424,9 @@ class ClusterNode:
             elif kind == env.BROADCAST:
                 hub.broadcast_here(item.body)
             elif kind == env.PRESENCE:
-                device_id, _, client_id = item.target.partition("\0")
+                device_id, client_id, owner = item.target.split("\0", 2)
                 if item.ref == CONNECTED:
-                    self.directory.add(origin, device_id, client_id)
+                    self.directory.add(origin, device_id, client_id, owner)
                 else:
                     self.directory.remove(origin, client_id)
                 if hub.observers:

@@ -71,9 +71,9 @@ class TokenAdmin:
 
     @inlineCallbacks
     def add(self, name: str, role: str = "device", prefix: Optional[str] = None,
-            reach: Optional[list[str]] = None) -> Any:
+            reach: Optional[list[str]] = None, grants: Optional[list[str]] = None) -> Any:
         """Create a token; a Deferred of its secret (shown only now). ValueError if the name is taken."""
-        secret, record = make_record(name, role, prefix, reach)
+        secret, record = make_record(name, role, prefix, reach, grants)
         added = yield self.call("EVAL", _ADD, 2, self.keys.tokens, self.keys.token_names,
                                 name, record.hash, json.dumps(asdict(record)))
         if not added:

@@ -46,6 +46,20 @@ class Redirected(NamedTuple):
     tls: bool
 
 
+class Refused(NamedTuple):
+    """Why the server refuses request C{msg_id}; its RESPONSE follows (reasons=True only)."""
+
+    msg_id: int
+    status: int
+    reason: str
+
+
+class Closing(NamedTuple):
+    """Why the server is closing the connection (reasons=True only)."""
+
+    reason: str
+
+
 class Ignored(NamedTuple):
     """A frame this client cannot use (a malformed REDIRECT, a newer server's command)."""
 
@@ -53,20 +67,25 @@ class Ignored(NamedTuple):
     why: str
 
 
-ClientEvent = Union[Answered, LoginAnswered, Delivered, Redirected, Ignored]
+ClientEvent = Union[Answered, LoginAnswered, Delivered, Redirected, Refused, Closing, Ignored]
 
 
 class ClientConnection:
     """
     One connection's protocol state: the msg_id sequence, the login in
-    progress and the decoder.  Make a new one for each connection.
+    progress and the decoder.  Make a new one for each connection.  With
+    C{reasons}, the login asks the server to say why it refuses a request
+    or closes the connection, and those notices come as L{Refused} and
+    L{Closing} events instead of messages.
     """
 
     def __init__(self, token: str, device_id: Optional[str] = None, *,
-                 use_challenge: bool = False, max_payload: int = MAX_PAYLOAD) -> None:
+                 use_challenge: bool = False, max_payload: int = MAX_PAYLOAD,
+                 reasons: bool = False) -> None:
         self.token = token
         self.device_id = device_id
         self.use_challenge = use_challenge
+        self.reasons = reasons
         self.logged_in = False
         self._ids = MsgIds()
         self._decoder = Decoder(max_payload)
@@ -80,8 +99,8 @@ class ClientConnection:
 
     def login(self) -> bytes:
         """The LOGIN that opens the connection (a challenge request, if so configured)."""
-        body = (challenge_request_body() if self.use_challenge
-                else login_body(self.token, self.device_id))
+        body = (challenge_request_body(self.reasons) if self.use_challenge
+                else login_body(self.token, self.device_id, reasons=self.reasons))
         self._login_id, data = self._frame(Command.LOGIN, body)
         return data
 
@@ -124,7 +143,12 @@ class ClientConnection:
         if command == Command.JSON_MESSAGE or command == Command.BROADCAST:
             # Acknowledge on receipt: that is what end-to-end acks measure.
             out.append(response(frame.msg_id))
-            return Delivered(parse_delivery(frame))
+            message = parse_delivery(frame)
+            if self.reasons and message.sender == "server":
+                notice = _notice(message.payload)
+                if notice is not None:
+                    return notice
+            return Delivered(message)
         if command == Command.PING:
             out.append(response(frame.msg_id))
             return None
@@ -140,7 +164,23 @@ class ClientConnection:
                 return Ignored(frame, str(e))
             self._login_id, data = self._frame(Command.LOGIN, proof_body(
                 key_id(self.token), proof(self.token, nonce, self.device_id),
-                self.device_id))
+                self.device_id, self.reasons))
             out.append(data)
             return None
         return Ignored(frame, f"unknown command {command}")
+
+
+def _notice(payload: object) -> Optional[Union[Refused, Closing]]:
+    """A "refused" or "closing" notice from the server, or None for any other message."""
+    if type(payload) is not dict:
+        return None
+    command, reason = payload.get("command"), payload.get("reason")
+    if not isinstance(reason, str):
+        return None
+    if command == "refused":
+        msg_id, status = payload.get("msgId"), payload.get("status")
+        if type(msg_id) is int and type(status) is int:
+            return Refused(msg_id, status, reason)
+    elif command == "closing":
+        return Closing(reason)
+    return None

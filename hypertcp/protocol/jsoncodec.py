@@ -36,7 +36,8 @@ class Codec(NamedTuple):
     for anything that is not JSON; C{dumps} returns compact UTF-8 bytes with
     non-ASCII characters and "/" unescaped (the smallest frame, and what the
     sketch's ArduinoJson reads) and raises a TypeError for what JSON cannot
-    carry.
+    carry (but orjson writes NaN and the infinities as null, which its
+    C{loads} never returns anyway).
     """
 
     name: str

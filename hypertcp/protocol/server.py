@@ -49,7 +49,7 @@ def oversize(event: Oversize, limit: int) -> Optional[Refusal]:
     if event.command == Command.RESPONSE:
         return None
     return Refusal(Status.ILLEGAL_COMMAND_BODY,
-                   f"{event.length}-byte payload over the {limit}-byte limit")
+                   f"payload of {event.length:,} bytes over the {limit:,}-byte limit")
 
 
 def answer(msg_id: int, status: int, proto: int) -> bytes:

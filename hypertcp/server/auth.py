@@ -17,14 +17,14 @@ class LoginRefused(Exception):
         self.status = status
 
 
-def identify(record: TokenRecord, wanted: Optional[str]) -> Optional[str]:
+def identify(tokens: TokenStore, record: TokenRecord, wanted: Optional[str]) -> Optional[str]:
     """
     The device id a login with C{record} may use: the one it asks for or its
     token binds; None for "assign one".  Raises L{LoginRefused}.
     """
     device_id = wanted or record.device_id
     if device_id is not None and (device_id in RESERVED_IDS or len(device_id) > MAX_DEVICE_ID
-                                  or not record.may_use(device_id)):
+                                  or not tokens.allows(record, device_id)):
         raise LoginRefused(Status.NOT_ALLOWED,
                            f"token {record.name} may not log in as {device_id!r}")
     return device_id
@@ -35,4 +35,4 @@ def authenticate(tokens: TokenStore, login: Login) -> tuple[TokenRecord, Optiona
     record = tokens.lookup(login.token) if login.token is not None else None
     if record is None:
         raise LoginRefused(Status.INVALID_TOKEN, "login with an unknown or revoked token")
-    return record, identify(record, login.device_id)
+    return record, identify(tokens, record, login.device_id)

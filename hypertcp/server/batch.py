@@ -13,17 +13,19 @@ class WriteBatch:
     messages for one peer then costs one system call there, not fifty.
     """
 
-    __slots__ = ("active", "_held")
+    __slots__ = ("active", "held")
 
     def __init__(self) -> None:
         self.active = False
-        self._held: list[Any] = []
+        #: The sessions holding frames (in their C{out}) until the read ends.
+        self.held: list[Any] = []
 
     def hold(self, session: Any, data: bytes) -> None:
+        """Hold C{data} for C{session} (L{Session.write} does this inline)."""
         out = session.out
         if out is None:
             session.out = [data]
-            self._held.append(session)
+            self.held.append(session)
         else:
             out.append(data)
 
@@ -33,6 +35,6 @@ class WriteBatch:
     def end(self) -> None:
         """Write what was held, and stop holding."""
         self.active = False
-        held, self._held = self._held, []
+        held, self.held = self.held, []
         for session in held:
             session.flush()

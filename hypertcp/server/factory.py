@@ -9,8 +9,10 @@ from twisted.logger import Logger
 
 from hypertcp.protocol.bodies import Login
 from hypertcp.protocol.commands import Status
+from hypertcp.server.admission import Admission
 from hypertcp.server.auth import LoginRefused, authenticate
 from hypertcp.server.batch import WriteBatch
+from hypertcp.server.budget import BroadcastBudget
 from hypertcp.server.hub import Hub
 from hypertcp.server.limits import Limits
 from hypertcp.server.session import Session
@@ -28,16 +30,25 @@ class HyperTCPFactory(ServerFactory):
     noisy = False
     log = Logger()
 
-    def __init__(self, limits: Limits, tokens: TokenStore, hub: Hub, clock: Any = None) -> None:
+    def __init__(self, limits: Limits, tokens: TokenStore, hub: Hub, clock: Any = None, *,
+                 require_challenge: bool = False, bind_certificates: bool = False) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.limits = limits
+        #: [auth] require_challenge: token logins are refused, challenge logins taken.
+        self.require_challenge = require_challenge
+        #: [tls] bind_certificate_to_id: a TLS login's certificate must name its id.
+        self.bind_certificates = bind_certificates
         self.tokens = tokens
         self.hub = hub
         self.clock = clock
         self.batch = WriteBatch()
         self.sessions: set[Session] = set()
         self.counters: dict[str, int] = {}
+        #: Which connections may open: the cap, and those not logged in yet.
+        self.admission = Admission(self, clock, self.count)
+        hub.broadcast_budget = BroadcastBudget(limits.broadcast_rate,
+                                               limits.broadcast_rate_total, clock)
         # Frames received on connections since closed: with the live ones'
         # messages_in, a total the manhole turns into messages per second.
         self.closed_messages_in = 0
@@ -45,26 +56,25 @@ class HyperTCPFactory(ServerFactory):
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
 
-    def admit(self, addr: Any, open_now: int) -> bool:
-        """May one more connection open, with C{open_now} open on its listener?"""
-        limit = self.limits.max_connections
-        if limit and open_now >= limit:
-            self.count("max_connections")
-            self.log.warn("{addr}: refused: {limit} connections already open",
-                          addr=getattr(addr, "host", addr), limit=limit)
-            return False
-        return True
-
     def buildProtocol(self, addr: Any) -> Optional[Session]:
         # Returning None makes Twisted close the connection at once.
-        return super().buildProtocol(addr) if self.admit(addr, len(self.sessions)) else None
+        if not self.admission.admit(addr, len(self.sessions)):
+            return None
+        return super().buildProtocol(addr)
 
     def connection_opened(self, session: Session) -> None:
         self.sessions.add(session)
+        self.admission.opened(session)
         self.count("connections")
+
+    def logged_in(self, session: Session) -> None:
+        """C{session} has logged in: it joins the hub and no longer counts as pending."""
+        self.admission.logged_in(session)
+        self.hub.attach(session)
 
     def connection_closed(self, session: Session) -> None:
         self.sessions.discard(session)
+        self.admission.closed(session)
         self.closed_messages_in += session.messages_in
         if session.device_id is not None:
             self.hub.detach(session)
@@ -83,16 +93,33 @@ class HyperTCPFactory(ServerFactory):
         self.reload_tokens()
         return authenticate(self.tokens, login)
 
-    def reload_tokens(self) -> None:
-        """Pick up token file changes and close the sessions of revoked tokens."""
+    def set_limits(self, limits: Limits) -> None:
+        """
+        Limits from a reloaded config: connections opened from now on get
+        them; live ones keep those they copied when they opened.
+        """
+        self.limits = limits
+        self.hub.ack_timeout = limits.ack_timeout
+        budget = self.hub.broadcast_budget
+        if budget is None or (budget.per_token, budget.total) != (limits.broadcast_rate,
+                                                                  limits.broadcast_rate_total):
+            self.hub.broadcast_budget = BroadcastBudget(limits.broadcast_rate,
+                                                        limits.broadcast_rate_total, self.clock)
+
+    def reload_tokens(self, force: bool = False) -> bool:
+        """
+        Pick up token file changes (C{force}: read it whether or not it
+        looks changed) and close the sessions of revoked tokens.  False if
+        the file is unreadable and the old tokens stay.
+        """
         try:
-            changed = self.tokens.reload()
+            changed = self.tokens.reload(force)
         except (OSError, ValueError, TypeError) as e:
             self.log.error("token file {path} unreadable, keeping the old tokens: {e}",
                            path=self.tokens.path, e=e)
-            return
+            return False
         if not changed:
-            return
+            return True
         self.log.info("token file {path} reloaded", path=self.tokens.path)
         self.tokens_changed()
 
@@ -109,7 +136,9 @@ class HyperTCPFactory(ServerFactory):
             fresh = self.tokens.live(session.token.hash)
             if fresh is None:
                 session.close(f"token {session.token.name} revoked")
-            elif fresh.role != session.token.role or not fresh.may_use(session.device_id):
+            elif (fresh.role != session.token.role
+                  or not self.tokens.allows(fresh, session.device_id)):
                 session.close(f"token {fresh.name} changed: log in again")
             else:
                 session.token = fresh
+        return True

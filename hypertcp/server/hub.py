@@ -18,6 +18,9 @@ from twisted.logger import Logger
 
 from hypertcp.protocol.bodies import delivery_body, event_body, telemetry_body
 from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import HEADER_SIZE
+from hypertcp.protocol.jsoncodec import dumps as _dumps
+from hypertcp.server.budget import BroadcastBudget
 from hypertcp.server.interfaces import IPeer, IRemote
 
 #: deviceStatus events sent to a new observer per reactor turn.
@@ -52,6 +55,20 @@ def first_delivery(waits: list[Deferred]) -> Deferred:
     return result
 
 
+class Answer(int):
+    """
+    A status that is not SUCCESS, with the reason in words for the clients
+    that asked for reasons; everywhere else it is just the status.
+    """
+
+    why: str
+
+    def __new__(cls, status: int, why: str) -> "Answer":
+        answer = int.__new__(cls, status)
+        answer.why = why
+        return answer
+
+
 class CommandError(Exception):
     """Raised by a server command handler to answer with a status."""
 
@@ -78,12 +95,33 @@ class Hub:
         self.delivered = 0
         #: Where L{drain} sent this node's sessions, until undrained.
         self.draining: Optional[tuple[str, int, bool]] = None
+        #: The only (host, port) pairs clients' redirect and drain commands
+        #: may send sessions to; empty: any (operators at the manhole: any).
+        self.redirect_targets: frozenset[tuple[str, int]] = frozenset()
+        #: What clients' broadcasts may deliver (the factory sets it from its limits).
+        self.broadcast_budget: Optional[BroadcastBudget] = None
 
     def register_command(self, name: str, handler: Handler) -> None:
         """Answer C{{"command": name}} messages to "server" with C{handler}."""
         self.commands[name] = handler
 
     # -- presence --
+
+    def may_join(self, device_id: str, token: Any) -> bool:
+        """
+        May a connection holding C{token} log in as C{device_id}?  An id
+        online belongs to its token's owner: more connections of that owner
+        share it (each receives its messages), any other is refused until
+        it is offline, so no one can take over a live id to read its
+        messages or answer for it.
+        """
+        live = self.devices.get(device_id)
+        if live:
+            return live[0].token.owner == token.owner
+        # Across a cluster the rule is the same, as far as this node knows:
+        # two logins on two nodes in the same millisecond can both pass.
+        owner = self.remote.owner(device_id) if self.remote is not None else None
+        return owner is None or owner == token.owner
 
     def attach(self, peer: IPeer) -> None:
         self.devices.setdefault(peer.device_id, []).append(peer)
@@ -158,7 +196,8 @@ class Hub:
         receivers' acknowledgement.
         """
         if not sender.token.may_reach(target):
-            return Status.NOT_ALLOWED
+            return Answer(Status.NOT_ALLOWED,
+                          f"token {sender.token.name} may not send to {target!r}")
         if target == "broadcast":
             return self.broadcast(sender, payload)
         if target == "server":
@@ -168,8 +207,9 @@ class Hub:
         if remote is not None and remote.holds(target):
             return self._route_far(remote, sender, target, payload, ack, live)
         if not live:
-            return Status.DEVICE_NOT_IN_NETWORK
-        return self._deliver(live, delivery_body(sender.device_id, payload), ack)
+            return Answer(Status.DEVICE_NOT_IN_NETWORK, f"{target!r} is not connected")
+        # delivery_body, inline: this runs for every message.
+        return self._deliver(live, _dumps({"from": sender.device_id, "payload": payload}), ack)
 
     def _deliver(self, live: list[IPeer], body: bytes, ack: bool) -> Union[int, Deferred]:
         """To every connection in C{live}: SUCCESS, or with C{ack} the first acknowledgement."""
@@ -219,8 +259,19 @@ class Hub:
         self.delivered += len(self.sessions)
 
     def broadcast(self, sender: Optional[IPeer], payload: dict) -> int:
-        """Deliver a BROADCAST to every logged-in peer but the sender."""
+        """
+        Deliver a BROADCAST to every logged-in peer but the sender, if the
+        bytes it delivers fit its token's and the server's budgets (the
+        server's own broadcasts, from operators, are not counted).
+        """
         body = delivery_body(sender.device_id if sender else "server", payload)
+        budget = self.broadcast_budget
+        reached = len(self.sessions) - 1
+        if self.remote is not None:
+            reached += self.remote.elsewhere()
+        if budget is not None and sender is not None and not budget.allow(
+                sender.token.owner, (len(body) + HEADER_SIZE) * reached):
+            return Status.QUOTA_LIMIT
         for peer in self.sessions:
             if peer is not sender:
                 peer.deliver(BROADCAST, body)
@@ -249,7 +300,7 @@ class Hub:
         except CommandError as e:
             self.log.warn("{device}: server command {name!r} refused: {why}",
                           device=sender.device_id, name=name, why=str(e))
-            return e.status
+            return Answer(e.status, str(e)) if str(e) else e.status
         if reply is not None:
             sender.deliver(JSON_MESSAGE, delivery_body("server", reply))
         return SUCCESS

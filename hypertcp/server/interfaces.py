@@ -67,6 +67,12 @@ class IRemote(Interface):
     def peers() -> object:
         """The connections on other nodes, each with C{device_id} and C{peer}, for snapshots."""
 
+    def owner(device_id: str) -> object:
+        """Whose id C{device_id} is on other nodes (a TokenRecord.owner), or None."""
+
+    def elsewhere() -> int:
+        """How many connections the other nodes hold."""
+
     def command(device_id: str, op: dict) -> int:
         """Ask the nodes holding C{device_id} to run C{op}; return how many connections it reaches."""
 

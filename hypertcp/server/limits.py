@@ -21,6 +21,12 @@ class Limits:
     login_timeout: float = 10.0
     ack_timeout: float = 10.0
     max_connections: int = 50000
+    #: Not enforced per connection: idle_timeout is checked against it at start-up.
+    client_heartbeat: float = 30.0
+    close_timeout: float = 5.0
+    max_pending_per_source: int = 1024
+    broadcast_rate: int = 1048576
+    broadcast_rate_total: int = 4194304
 
     @property
     def burst(self) -> float:

@@ -10,7 +10,7 @@ the hub's business, not the session's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
@@ -21,14 +21,17 @@ from zope.interface import implementer
 from hypertcp.framing import FrameReceiver
 from hypertcp.protocol import server as rules
 from hypertcp.protocol.bodies import (
-    PROTOCOL_LEVEL, BadBody, parse_login, parse_send, redirect_body,
+    PROTOCOL_LEVEL, BadBody, challenge_body, closing_body, parse_login, parse_send,
+    redirect_body, refusal_body,
 )
-from hypertcp.protocol.commands import Command, Status
-from hypertcp.protocol.frames import HEADER, Frame, Oversize, response
+from hypertcp.protocol.commands import Command, Status, describe
+from hypertcp.protocol.frames import HEADER, Frame, Oversize, encode, response
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
+from hypertcp.server.bounded import BoundedConnection
 from hypertcp.server.interfaces import IPeer
+from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
 from hypertcp.server.refusals import RefusalLog
 
@@ -39,19 +42,25 @@ if TYPE_CHECKING:
 # The per-frame path compares against these names: on Python 3.11 every
 # Command.X or Status.X lookup costs about 60 ns, ten of them per message.
 RESPONSE, SUCCESS, STORED = Command.RESPONSE, Status.SUCCESS, Status.STORED
+_pack = HEADER.pack
+_Refusal = rules.Refusal
+# Reasons told to one client: a burst, then one a second (a client that
+# keeps failing must not double what it costs to refuse it).
+REASONS_BURST, REASONS_PER_S = 10, 1.0
+# Seconds a redirected connection stays open, so the REDIRECT reaches the peer.
+REDIRECT_GRACE = 1.0
 # RESPONSE frames a peer may send beyond the frames it was sent: acks are
 # never answered or rate-limited, so past this they are a flood.
 SPARE_RESPONSES = 1000
 
 
 @implementer(IPushProducer, IPeer)
-class Session(FrameReceiver):
+class Session(BoundedConnection, FrameReceiver):
     """
-    A server-side connection.  It is its transport's producer only so the
-    transport tells it when the peer stops reading: from then on every byte
-    queued for the peer is counted, and past C{max_outbound_buffer} the peer
-    is dropped, so a stalled reader costs bounded memory and never slows the
-    sender.
+    A server-side connection.  As a L{BoundedConnection} it drops a peer
+    that stops reading once C{max_outbound_buffer} bytes are queued for it,
+    so a stalled reader costs bounded memory and never slows the sender,
+    and each of its closes has a deadline.
     """
 
     log = Logger()
@@ -61,15 +70,15 @@ class Session(FrameReceiver):
     token: Optional["TokenRecord"] = None
     #: The protocol level the peer announced at login (1: the original sketch).
     proto = 1
-    peer = "?"
     connected_at = 0.0
-    closing_reason: Optional[str] = None
-    dropped = False  # aborted: the transport drops what it is given, so stop giving
+    #: The client's login asked to be told why it is refused or closed.
+    reasons = False
+    _reasons_budget: Optional[RateLimiter] = None
     #: Frames held by the factory's write batch until the read that made them ends.
     out: Optional[list[bytes]] = None
-    _on_drained: Optional[list[Callable[[], None]]] = None
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
+    _gate: Optional[LoginGate] = None  # while logging in
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -89,63 +98,24 @@ class Session(FrameReceiver):
             self._rate = RateLimiter(limits.rate_limit, limits.burst, limits.quota_strikes, now)
         self._refusals = RefusalLog(now)
         self._responses = 0
-        self._paused = False
-        self._queued = 0
-        self.transport.registerProducer(self, True)
+        self.watch()
         self._login_timer = clock.callLater(limits.login_timeout, self._login_expired)
         self._idle_timer = clock.callLater(limits.idle_timeout / 2, self._idle_check)
         factory.connection_opened(self)
 
     def connectionLost(self, reason: Any = None) -> None:
-        for timer in (self._login_timer, self._idle_timer):
-            if timer.active():
-                timer.cancel()
+        self.stop_timers(self._login_timer, self._idle_timer)
         if self._acks is not None:
             self._acks.end()
         self.factory.connection_closed(self)
+        if self._quiet:
+            return
         why = self.closing_reason
         if why is None:
             unclean = reason is not None and not reason.check(ConnectionDone)
             why = reason.getErrorMessage() if unclean else "closed by peer"
         self.log.info("{peer} ({device}) disconnected: {why}", peer=self.peer,
                       device=self.device_id or "not logged in", why=why)
-
-    # -- IPushProducer: the transport's view of whether the peer reads --
-
-    def pauseProducing(self) -> None:
-        # Called on every write while the transport's buffer is full.
-        if not self._paused:
-            self._paused = True
-            self._queued = 0
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._queued = 0
-        if self._on_drained:
-            callbacks, self._on_drained = self._on_drained, None
-            for callback in callbacks:
-                callback()
-
-    def stopProducing(self) -> None:
-        pass
-
-    @property
-    def paused(self) -> bool:
-        """Has the peer stopped reading what it is sent?"""
-        return self._paused
-
-    def when_drained(self, callback: Callable[[], None]) -> None:
-        """
-        Call C{callback} once the peer is reading again (now, if it is), so
-        bulk output can be paced by the peer instead of tripping the cap.
-        """
-        if not self._paused:
-            callback()
-        elif self._on_drained is None:
-            self._on_drained = [callback]
-        else:
-            # An observer's snapshot and its stored messages may both be waiting.
-            self._on_drained.append(callback)
 
     # -- sending --
 
@@ -154,18 +124,17 @@ class Session(FrameReceiver):
         transport = self.transport
         if transport.disconnecting or self.dropped:
             return
-        if self._paused:
-            self._queued += len(data)
-            cap = self.factory.limits.max_outbound_buffer
-            if self._queued > cap:
-                self.factory.count("slow_receiver")
-                self.abort(f"slow receiver: outbound buffer over {cap} bytes")
-                return
+        if self._paused and self.over_cap(len(data)):
+            return
         batch = self.factory.batch
-        if batch.active:
-            batch.hold(self, data)
-        else:
+        if not batch.active:
             transport.write(data)
+        elif self.out is None:
+            # WriteBatch.hold, inline: this runs for every frame a read makes.
+            self.out = [data]
+            batch.held.append(self)
+        else:
+            self.out.append(data)
 
     def flush(self) -> None:
         """Hand the frames held during a read to the transport, in one write."""
@@ -173,9 +142,11 @@ class Session(FrameReceiver):
         if out and not self.dropped:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def respond(self, msg_id: int, status: int = Status.SUCCESS) -> None:
+    def respond(self, msg_id: int, status: int = SUCCESS) -> None:
         """Answer a frame: after login, as the peer's protocol level can read it."""
-        if self.device_id is None:
+        if status == SUCCESS:  # empty for everyone: the answer to nearly every frame
+            self.write(_pack(RESPONSE, msg_id, 0))
+        elif self.device_id is None:
             self.write(response(msg_id, status))
         else:
             self.write(rules.answer(msg_id, status, self.proto))
@@ -200,64 +171,99 @@ class Session(FrameReceiver):
         return self._acks.expect(self.deliver(command, body), timeout)
 
     def redirect(self, host: str, port: int, tls: bool = False) -> None:
-        """Tell the peer to log in at another server, then close shortly after."""
+        """
+        Tell the peer to log in at another server, then close shortly after.
+        It leaves the hub now: what is sent to its id from here on belongs
+        where it is going.
+        """
         if self.closing_reason is not None or self.transport.disconnecting:
             return
         self.deliver(Command.REDIRECT, redirect_body(host, port, tls))
-        self.closing_reason = f"redirected to {host}:{port}"
-        self.factory.clock.callLater(1.0, self.transport.loseConnection)
+        self.closing_reason = reason = f"redirected to {host}:{port}"
+        self.factory.hub.detach(self)
+        self.factory.clock.callLater(REDIRECT_GRACE, self.close, reason)
 
-    def close(self, reason: str) -> None:
-        """Close after what is queued has been sent, and say why in the log."""
-        if self.closing_reason is None:
-            self.closing_reason = reason
-            self.log.info("{peer} ({device}): closing: {why}", peer=self.peer,
-                          device=self.device_id or "not logged in", why=reason)
+    def tell(self, msg_id: int, status: int, why: str) -> None:
+        """Say why frame C{msg_id} is refused, before its RESPONSE, if the client asked."""
+        if not self.reasons:
+            return
+        budget = self._reasons_budget
+        if budget is None:
+            budget = self._reasons_budget = RateLimiter(
+                REASONS_PER_S, REASONS_BURST, 1 << 30, self.factory.clock.seconds())
+        if budget.allow(self.factory.clock.seconds()):
+            self.deliver(Command.JSON_MESSAGE, refusal_body(msg_id, status, why))
+
+    def closing(self, reason: str) -> None:
+        if self.reasons:
+            self.deliver(Command.JSON_MESSAGE, closing_body(reason))
+
+    def leaving(self) -> None:
+        # Closing: no longer a delivery target, and whoever awaits its
+        # acknowledgements learns now that it is gone.
+        self.factory.hub.detach(self)
+        if self._acks is not None:
+            self._acks.end()
         self.flush()
-        self.transport.loseConnection()
-
-    def abort(self, reason: str) -> None:
-        """Drop the connection now, discarding what is queued."""
-        self.dropped = True
-        self.closing_reason = reason
-        self.log.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
-                      device=self.device_id or "not logged in", why=reason)
-        self.transport.abortConnection()
 
     # -- receiving --
 
     def dataReceived(self, data: bytes) -> None:
+        # FrameReceiver.dataReceived's loop, inline, for a read that
+        # completes at least one frame: only whole frames are signs of life,
+        # so a peer dribbling bytes that never finish one is silent to the
+        # idle timeout.
+        events = self._decoder.feed(data)
+        if not events:
+            return
         factory = self.factory
         self.last_seen = factory.clock.seconds()
         batch = factory.batch
         batch.begin()
         try:
-            super().dataReceived(data)
+            transport = self.transport
+            for event in events:
+                if transport.disconnecting:
+                    return
+                if type(event) is Frame:
+                    self.frameReceived(event)
+                else:
+                    self.oversizeReceived(event)
         finally:
             batch.end()
 
     def oversizeReceived(self, event: Oversize) -> None:
         self.factory.count("oversize")
         refusal = rules.oversize(event, self.max_payload)
-        self.log.warn("{peer}: {length}-byte payload over the {limit}-byte limit skipped",
+        self.log.warn("{peer}: payload of {length:,} bytes over the {limit:,}-byte limit skipped",
                       peer=self.peer, length=event.length, limit=self.max_payload)
         if refusal is not None:
+            self.tell(event.msg_id, refusal.status, refusal.why)
             self.respond(event.msg_id, refusal.status)
 
     def frameReceived(self, frame: Frame) -> None:
         if self.dropped:  # aborting does not mark the transport disconnecting
             return
         command = frame.command
-        if command != RESPONSE:
-            rate = self._rate
-            if rate is not None and not rate.allow(self.last_seen):
-                self._over_rate(frame)
-                return
-            self.messages_in += 1
+        if command == RESPONSE:
+            # Half the frames under load are acknowledgements: served here,
+            # without a dispatch.
+            self._responses += 1
+            if self._responses > self.messages_out + SPARE_RESPONSES:
+                self._response_flood()
+            elif self._acks:
+                self._acks.acknowledged(frame.msg_id,
+                                        frame.payload[0] if frame.payload else SUCCESS)
+            return
+        rate = self._rate
+        if rate is not None and not rate.allow(self.last_seen):
+            self._over_rate(frame)
+            return
+        self.messages_in += 1
         handler = self._handlers.get(command)
         if handler is None:
             self._refuse(frame, *rules.action(command, self.device_id is not None))
-        elif type(handler) is rules.Refusal:
+        elif type(handler) is _Refusal:
             self._refuse(frame, *handler)
         else:
             handler(self, frame)
@@ -269,6 +275,8 @@ class Session(FrameReceiver):
             self.log.warn("{peer} ({device}): over the rate limit of {rate}/s",
                           peer=self.peer, device=self.device_id or "not logged in",
                           rate=rate.rate)
+        self.tell(frame.msg_id, Status.QUOTA_LIMIT,
+                  f"over the rate limit of {rate.rate:g} messages a second")
         self.respond(frame.msg_id, Status.QUOTA_LIMIT)
         if rate.flooding:
             self.factory.count("flood")
@@ -280,6 +288,7 @@ class Session(FrameReceiver):
         # One line per peer per window, so a peer sending nothing but bad
         # frames cannot turn the log into its flood.
         self._log_refusal(why, status)
+        self.tell(frame.msg_id, status, why)
         self.respond(frame.msg_id, status)
 
     def _log_refusal(self, why: str, status: int) -> None:
@@ -293,44 +302,54 @@ class Session(FrameReceiver):
 
     # -- the frames the rules serve --
 
-    def _ack(self, frame: Frame) -> None:
-        """An acknowledgement of something we delivered; never answered."""
-        self._responses += 1
-        if self._responses > self.messages_out + SPARE_RESPONSES:
-            self.factory.count("flood")
-            self.close(f"flood: {self._responses} RESPONSE frames for "
-                       f"{self.messages_out} frames sent to it")
-            return
-        if self._acks:
-            self._acks.acknowledged(frame.msg_id,
-                                    frame.payload[0] if frame.payload else SUCCESS)
+    def _response_flood(self) -> None:
+        """RESPONSE frames are never answered or rate-limited: past a margin they are a flood."""
+        self.factory.count("flood")
+        self.close(f"flood: {self._responses} RESPONSE frames for "
+                   f"{self.messages_out} frames sent to it")
 
     def _ping(self, frame: Frame) -> None:
         self.respond(frame.msg_id)
 
     def _login(self, frame: Frame) -> None:
+        gate = self._gate
+        if gate is None:
+            gate = self._gate = LoginGate(self.factory)
         try:
             login = parse_login(frame.payload)
-            record, device_id = self.factory.authenticate(login)
+            result = gate.login(login, self.transport)
         except BadBody as e:
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
         except LoginRefused as e:
+            self.reasons = login.reasons
             self._refuse(frame, e.status, str(e))
             if e.status == Status.INVALID_TOKEN:
                 self.close(str(e))
             return
+        if type(result) is Challenge:
+            # The nonce goes back in a LOGIN frame that echoes the request's msg_id.
+            self.write(encode(Command.LOGIN, frame.msg_id, challenge_body(result.nonce)))
+            return
+        record, device_id = result
         if device_id is None:
             device_id = f"{record.prefix or ''}device_{self.host}_{self.port}"
+        elif not self.factory.hub.may_join(device_id, record):
+            self.reasons = login.reasons
+            self._refuse(frame, Status.NOT_ALLOWED,
+                         f"{device_id!r} is online under another token")
+            return
         self._login_timer.cancel()
+        self._gate = None
         self.token = record
         self.device_id = device_id
         self.proto = login.proto
+        self.reasons = login.reasons
         self._handlers = _AFTER_LOGIN
         self.write(response(frame.msg_id, Status.SUCCESS, login=True))
         self.log.info("{peer} logged in as {device} ({role} token {name})", peer=self.peer,
                       device=device_id, role=record.role, name=record.name)
-        self.factory.hub.attach(self)
+        self.factory.logged_in(self)
 
     def _message(self, frame: Frame) -> None:
         try:
@@ -338,12 +357,14 @@ class Session(FrameReceiver):
         except BadBody as e:
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
+        # Unpacked as a tuple: a NamedTuple's attributes cost more, per message.
+        target, payload, ack, qos, _ = send
         hub = self.factory.hub
         try:
-            if send.qos and hub.offline is not None:
+            if qos and hub.offline is not None:
                 result = hub.offline.route(self, send)
             else:
-                result = hub.route(self, send.target, send.payload, send.ack)
+                result = hub.route(self, target, payload, ack)
         except JSONEncodeError as e:
             # It parsed, but cannot be written again (nested too deeply): bad input.
             self._refuse(frame, Status.ILLEGAL_COMMAND_BODY, f"payload cannot be relayed: {e}")
@@ -355,6 +376,8 @@ class Session(FrameReceiver):
             self.log.failure("{peer} ({device}): routing failed", peer=self.peer,
                              device=self.device_id)
             self.factory.count("server_exception")
+            self.tell(frame.msg_id, Status.SERVER_EXCEPTION,
+                      "the server failed to route the message; its log says why")
             self.respond(frame.msg_id, Status.SERVER_EXCEPTION)
             return
         if isinstance(result, int):  # a cheaper test than Deferred's ABC isinstance
@@ -368,7 +391,18 @@ class Session(FrameReceiver):
             if self.proto < PROTOCOL_LEVEL:
                 # It will read an empty RESPONSE: the log is where the status goes.
                 self._log_refusal(f"message {msg_id} answered", status)
+            if self.reasons and status != Status.STORED:
+                self.tell(msg_id, status, self._why(status))
         self.respond(msg_id, status)
+
+    def _why(self, status: int) -> str:
+        why = getattr(status, "why", None)
+        if why is not None:
+            return why
+        if status == Status.TIMEOUT:
+            return (f"not acknowledged within {self.factory.hub.ack_timeout:g} s "
+                    "(or the receiver left)")
+        return describe(status)
 
     # -- timers --
 
@@ -396,10 +430,11 @@ class Session(FrameReceiver):
 
 def _table(actions: dict) -> dict:
     """The protocol's rules table with each action's Session method in its place."""
-    methods = {rules.ACK: Session._ack, rules.PING: Session._ping,
+    methods = {rules.PING: Session._ping,
                rules.LOGIN: Session._login, rules.MESSAGE: Session._message}
-    return {command: methods.get(action, action) if isinstance(action, str) else action
-            for command, action in actions.items()}
+    # RESPONSE (the ACK action) is served before the table is consulted.
+    return {command: methods[action] if isinstance(action, str) else action
+            for command, action in actions.items() if action != rules.ACK}
 
 
 _BEFORE_LOGIN = _table(rules.BEFORE_LOGIN)

@@ -71,6 +71,8 @@ class DictRedis:
         elif command == "PUBLISH":
             self.published.append((key, args[1]))
             return succeed(int(key in self.listening))
+        elif command in ("MULTI", "EXEC"):
+            pass  # one caller at a time: every command is already atomic here
         else:
             raise AssertionError(f"unexpected Redis command {command}")
         return succeed(None)

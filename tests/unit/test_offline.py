@@ -479,7 +479,7 @@ def test_an_unreachable_store_answers_19_and_leaves_the_saying_to_its_link(tmp_p
 
 def test_stats_carry_the_store_counts(h):
     h.send("lamp", {"x": 1}, qos=1)
-    token = h.server.token("ops", "observer")
+    token = h.server.token("ops", "observer", grants=["stats"])
     ops = h.server.connect()
     assert ops.login(token, "ops") == Status.SUCCESS
     msg_id = ops.message("server", {"command": "stats"})

@@ -13,8 +13,8 @@ the LOGIN is answered with its status byte, as the contract requires.  The
 connection is closed a second later.
 
 The balancer knows the C{[balancer] backends} through one logged-in
-observer connection to each (the Twisted client, reconnecting on its own):
-a node whose connection drops or whose PING goes unanswered is out; it is
+health connection to each (the Twisted client, reconnecting on its own): a
+node whose connection drops or whose PING goes unanswered is out; it is
 back in once it logs the balancer in again.  Every C{health_interval} each
 node is asked for its C{"stats"}, whose session count is what
 least-connections compares (plus the devices sent there since, which the

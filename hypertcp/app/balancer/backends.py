@@ -1,5 +1,5 @@
 """
-A node as the balancer sees it: one logged-in observer connection there
+A node as the balancer sees it: one logged-in health connection there
 (the Twisted client, reconnecting on its own) that answers C{stats}.
 """
 
@@ -27,7 +27,7 @@ def address_name(host: str, port: int) -> str:
 @implementer(INode)
 class Backend(HyperTCPClientFactory):
     """
-    One node, as the balancer sees it through its observer connection there:
+    One node, as the balancer sees it through its health connection there:
     whether it is up, how many sessions it holds, whether it is draining.
     """
 
@@ -134,8 +134,9 @@ class Backend(HyperTCPClientFactory):
     def _stats_answered(self, answer: int) -> None:
         if answer != Status.SUCCESS:
             self.log.error("balancer: node {name} refused its stats ({status}); it stays out: "
-                           "is the token in [balancer] token_file an observer's?",
-                           name=self.name, status=status_name(answer))
+                           "the token in [balancer] token_file needs the stats and drain "
+                           "grants (hypertcp token add balancer --role fleet --grant stats "
+                           "drain)", name=self.name, status=status_name(answer))
 
     def _message(self, message: Message) -> None:
         payload = message.payload
@@ -153,4 +154,4 @@ class Backend(HyperTCPClientFactory):
         elif command == "drained":
             self.log.info("balancer: node {name} drained: {count} sessions redirected",
                           name=self.name, count=payload.get("sessions"))
-        # Presence events (the token is an observer's) are of no use here.
+        # Anything else (presence events, if the token is an observer's) is of no use here.

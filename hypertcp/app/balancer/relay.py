@@ -24,6 +24,9 @@ from twisted.python.failure import Failure
 class NodeLink(Protocol):
     """The balancer's connection to a node on behalf of one device."""
 
+    #: Registered as the producer of the device's connection.
+    producing = False
+
     def __init__(self, device: Any) -> None:
         self.device = device
 
@@ -33,13 +36,14 @@ class NodeLink(Protocol):
         device = self.device.transport
         self.transport.registerProducer(device, True)
         device.registerProducer(self.transport, True)
+        self.producing = True
         self.device.linked(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.device.transport.write(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.device.transport.loseConnection()
+        self.device.close("the node closed the relayed connection")
 
 
 def connect(reactor: Any, host: str, port: int, tls: Any) -> Callable[[Protocol], Deferred]:

@@ -16,10 +16,10 @@ from hypertcp.app.balancer.picking import Ring, least_loaded
 from hypertcp.app.balancer.registered import Connect, Registry
 from hypertcp.app.balancer.session import BalancerFactory
 from hypertcp.app.config import BalancerConfig, ConfigError
-from hypertcp.app.listeners import Listener
+from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
 from hypertcp.client.txclient import clientService
 from hypertcp.protocol.commands import Status
-from hypertcp.server.commands import require_observer
+from hypertcp.server.commands import require_grant
 from hypertcp.server.factory import HyperTCPFactory
 from hypertcp.server.hub import CommandError, Hub
 from hypertcp.server.interfaces import IPeer
@@ -65,7 +65,7 @@ class Balancer(MultiService):
         with open(config.token_file, encoding="utf-8") as f:
             token = f.read().strip()
         if not token:
-            raise ValueError(f"{config.token_file} is empty; it should hold an observer token")
+            raise ValueError(f"{config.token_file} is empty; it should hold a token granted stats and drain")
         for host, port in config.backends:
             backend = Backend(host, port, token, config.backend_tls, config.health_timeout,
                               config.health_interval, reactor)
@@ -150,13 +150,16 @@ class Balancer(MultiService):
                 "backends": [b.state() for b in self.backends]}
 
     def register_commands(self, hub: Hub) -> None:
-        """Let observers of this process run the balancer with messages to "server"."""
+        """Let tokens granted stats and drain run the balancer with messages to "server"."""
         hub.register_command("backends", self._backends_command)
         hub.register_command("drain_backend", self._drain_command)
         hub.register_command("undrain_backend", self._undrain_command)
 
     def _named(self, sender: IPeer, payload: dict, command: str) -> str:
-        require_observer(sender, command)
+        require_grant(sender, "drain", command)
+        if not sender.token.unbounded:
+            raise CommandError(Status.NOT_ALLOWED,
+                               f"{command} needs a token with no prefix and reach *")
         name = payload.get("backend")
         if not isinstance(name, str):
             raise CommandError(Status.ILLEGAL_COMMAND_BODY, f"{command} needs backend: HOST:PORT, "
@@ -168,7 +171,7 @@ class Balancer(MultiService):
         return name
 
     def _backends_command(self, hub: Hub, sender: IPeer, payload: dict) -> dict:
-        require_observer(sender, "backends")
+        require_grant(sender, "stats", "backends")
         return {"command": "backends", **self.status()}
 
     def _drain_command(self, hub: Hub, sender: IPeer, payload: dict) -> dict:
@@ -186,7 +189,8 @@ class Balancer(MultiService):
 
 
 def makeService(config: BalancerConfig, node: HyperTCPFactory, certificate: Any = None,
-                reactor: Any = None, cluster: Optional[ClusterNode] = None) -> Balancer:
+                reactor: Any = None, backlog: int = DEFAULT_BACKLOG,
+                cluster: Optional[ClusterNode] = None) -> Balancer:
     """
     The balancer, its health checks and its listeners, for C{[balancer]} in
     C{config}; with no backends listed, over the nodes registered in
@@ -201,7 +205,7 @@ def makeService(config: BalancerConfig, node: HyperTCPFactory, certificate: Any 
         from twisted.protocols.tls import TLSMemoryBIOFactory
         factory = TLSMemoryBIOFactory(certificate, False, factory)
     for description in config.listen:
-        listener = Listener("balancer", description, factory, reactor)
+        listener = Listener("balancer", description, factory, reactor, backlog)
         listener.setServiceParent(balancer)
         balancer.listeners.append(listener)
     balancer.register_commands(node.hub)
