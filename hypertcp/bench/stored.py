@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from hypertcp.bench.errors import BenchError
 from hypertcp.bench.peers import Broker
-from hypertcp.bench.sockets import IN, open_many
+from hypertcp.bench.sockets import open_many, require_epoll
 from hypertcp.protocol.bodies import login_body, message_body
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.frames import HEADER, encode, response
@@ -92,12 +92,14 @@ def throughput(broker: Broker, token: str, tag: str, qos: int, online: bool,
     receivers = open_many(address, [_hello(token, f"{tag}-r-{i}") for i in range(n)]) \
         if online else []
     senders = open_many(address, [_hello(token, f"{tag}-s-{i}") for i in range(n)])
-    [probe_sock] = open_many(address, [_hello(token, f"{tag}-probe")])
-    conns = [_Conn(s, rest, "sender", i) for i, (s, rest) in enumerate(senders)]
-    conns += [_Conn(s, rest, "receiver", i) for i, (s, rest) in enumerate(receivers)]
-    probe = _Conn(*probe_sock, "probe", 0)
+    [(probe_sock, probe_rest, _)] = open_many(address, [_hello(token, f"{tag}-probe")])
+    conns = [_Conn(s, rest, "sender", i) for i, (s, rest, _) in enumerate(senders)]
+    conns += [_Conn(s, rest, "receiver", i) for i, (s, rest, _) in enumerate(receivers)]
+    probe = _Conn(probe_sock, probe_rest, "probe", 0)
     conns.append(probe)
     by_fd = {c.sock.fileno(): c for c in conns}
+    require_epoll()
+    IN = select.EPOLLIN
     ep = select.epoll()
     for fd in by_fd:
         ep.register(fd, IN)
@@ -195,7 +197,7 @@ def drain(broker: Broker, token: str, backlog: int, payload: int) -> dict:
     address = broker.address
     assert address is not None
     device = f"bench-drain-{int(time.time() * 1000)}"
-    [(sock, rest)] = open_many(address, [_hello(token, f"{device}-sender")])
+    [(sock, rest, _)] = open_many(address, [_hello(token, f"{device}-sender")])
     sender = _Conn(sock, rest, "sender", 0)
     sender.sock.setblocking(True)
     sender.sock.settimeout(30)

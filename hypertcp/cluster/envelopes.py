@@ -34,6 +34,8 @@ COMMAND = 7
 GONE = 8
 #: The tokens changed: reload them.
 TOKENS = 9
+#: The origin node has (re)written its list of connections: read it again.
+JOINED = 10
 
 _ITEM = struct.Struct("!BIH")
 _LENGTH = struct.Struct("!I")

@@ -140,10 +140,13 @@ class ClusterNode:
             fields += [self._field(peer), peer.token.owner.encode("utf-8")]
         mine, call = self.keys.devices(self.id), self.bus.call
         # One transaction: a node reading the list meanwhile sees the old or the new, whole.
-        for command in (("MULTI",), ("DEL", mine), ("HSET", mine, *fields) if fields else None,
-                        ("EXEC",)):
+        for command in (("MULTI",), ("DEL", mine), ("HSET", mine, *fields) if fields else None):
             if command is not None:
                 call(*command).addErrback(self._failed)
+        # Then the others read it again: after Redis came back empty, they
+        # would otherwise wait for their next resync to find these devices.
+        call("EXEC").addCallbacks(lambda _: self._queue(self.keys.everyone, env.JOINED, 0, "", b""),
+                                  self._failed)
 
     def bus_down(self) -> None:
         self.up = False
@@ -447,6 +450,9 @@ class ClusterNode:
                 self._node_gone(origin, "it left")
             elif kind == env.TOKENS:
                 self._sync_tokens()
+            elif kind == env.JOINED:
+                if origin in self.nodes:
+                    self._sync(origin)
 
     def _deliver_acked(self, origin: str, item: env.Item) -> None:
         reply = self.keys.inbox(origin)

@@ -243,9 +243,10 @@ class BalancerSession(BoundedConnection, FrameReceiver):
     def _link_failed(self, failure: Any, msg_id: int, name: str) -> None:
         self.log.warn("balancer: {peer}: node {node} did not take the relay: {error}",
                       peer=self.peer, node=name, error=failure.getErrorMessage())
+        # Reading again first: the relay paused it, and a closing transport takes no resume.
+        self.transport.resumeProducing()
         self.write(response(msg_id, Status.SERVER_EXCEPTION, login=True))
         self.close(f"node {name} did not take the relay")
-        self.transport.resumeProducing()
 
 
 class BalancerFactory(ServerFactory):
