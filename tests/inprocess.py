@@ -72,6 +72,7 @@ class Peer:
         self._ids = MsgIds()
         self._decoder = Decoder()
         self._unread: list[Frame] = []
+        self.lost = False
 
     # -- what the client sends --
 
@@ -104,10 +105,12 @@ class Peer:
     def to_server(self, payload: dict) -> tuple[Optional[int], list[dict]]:
         """
         A message to "server": its status and the payloads "server" sent back
-        (a command's reply and the RESPONSE come in either order).
+        (a command's reply and the RESPONSE come in either order).  Presence
+        events, which observers also get from "server", are read and left out.
         """
         status = self.answer(self.message("server", payload))
-        replies = [body["payload"] for _, body in self.delivered() if body.get("from") == "server"]
+        replies = [body["payload"] for _, body in self.delivered()
+                   if body.get("from") == "server" and "event" not in body["payload"]]
         return status, replies
 
     # -- the peer's reading, as the transport sees it --
@@ -177,8 +180,9 @@ class Peer:
         return bool(self.transport.disconnected)
 
     def lose(self, reason: Optional[Failure] = None) -> None:
-        """The connection ends (the peer left, or the transport closed)."""
-        if self.session in self.server.factory.sessions:
+        """The connection ends (the peer left, or the transport closed); once."""
+        if not self.lost:
+            self.lost = True
             self.session.connectionLost(reason or Failure(ConnectionDone()))
 
 
@@ -195,29 +199,33 @@ class Server:
         commands.install(self.hub)
         self.limits = Limits(**limits)
         self.factory = HyperTCPFactory(self.limits, self.tokens, self.hub, self.clock)
+        self.peers: list[Peer] = []
         self._port = 40000
 
     def token(self, name: str, role: str = "device", prefix: Optional[str] = None,
               reach: Optional[list[str]] = None, **options: Any) -> str:
         return self.tokens.add(name, role=role, prefix=prefix, reach=reach, **options)
 
-    def build(self, host: str = "192.0.2.10") -> Optional[Peer]:
+    def build(self, host: str = "192.0.2.10", factory: Any = None) -> Optional[Peer]:
         """
         A new connection from C{host}, already made (the login timer is
         running); None if the factory refused it (Twisted then closes it).
+        C{factory} is another listener's, such as the balancer's.
         """
         self._port += 1
         addr = IPv4Address("TCP", host, self._port)
-        session = self.factory.buildProtocol(addr)
+        session = (factory or self.factory).buildProtocol(addr)
         if session is None:
             return None
         transport = Transport(peerAddress=addr)
         session.makeConnection(transport)
-        return Peer(self, session, transport)
+        peer = Peer(self, session, transport)
+        self.peers.append(peer)
+        return peer
 
-    def connect(self, host: str = "192.0.2.10") -> Peer:
+    def connect(self, host: str = "192.0.2.10", factory: Any = None) -> Peer:
         """A new connection from C{host}; the factory must accept it."""
-        peer = self.build(host)
+        peer = self.build(host, factory)
         assert peer is not None, "the factory refused the connection"
         return peer
 
@@ -238,9 +246,9 @@ class Server:
         Finish the closes the server began, as the reactor does once a closing
         transport's buffer is written: connectionLost for each.  Returns how many.
         """
-        closing = [s for s in self.factory.sessions if s.transport.disconnecting]
-        for session in closing:
-            session.connectionLost(Failure(ConnectionDone()))
+        closing = [p for p in self.peers if p.closing and not p.lost]
+        for peer in closing:
+            peer.lose()
         return len(closing)
 
     def link(self, client: IProtocol, host: str = "192.0.2.20") -> "Link":
