@@ -268,7 +268,7 @@ class Link:
     """
     A client protocol and a server session joined by two StringTransports:
     L{pump} carries the bytes each side wrote to the other until both are
-    quiet, and passes a close on, as a loopback connection would.
+    quiet, then passes a close on, as a loopback connection would.
     """
 
     def __init__(self, peer: Peer, client: IProtocol) -> None:
@@ -290,10 +290,10 @@ class Link:
                 self.client.dataReceived(down)
             if up:
                 self.peer.session.dataReceived(up)
-            if self.peer.transport.disconnecting or self.transport.disconnecting:
-                self.close()
-                return
             if not down and not up:
+                # What was written before a close is delivered; then the close.
+                if self.peer.transport.disconnecting or self.transport.disconnecting:
+                    self.close()
                 return
         raise AssertionError("the two sides never went quiet")
 
