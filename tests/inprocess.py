@@ -65,7 +65,7 @@ class Transport(StringTransport):
 class Peer:
     """One client connection, held by the test: it writes frames and reads the server's."""
 
-    def __init__(self, server: "Server", session: Session, transport: Transport) -> None:
+    def __init__(self, server: Optional["Server"], session: Session, transport: Transport) -> None:
         self.server = server
         self.session = session
         self.transport = transport

@@ -424,3 +424,29 @@ def test_a_health_token_that_is_not_an_observers_keeps_the_node_out(tmp_path, lo
     cluster.connect("a")
     assert not cluster.backend("a").up
     assert "refused its stats (NOT_ALLOWED)" in log
+
+
+def test_an_operator_drains_a_node_from_the_balancers_manhole_helpers(tmp_path, capsys):
+    from hypertcp.app.manhole import Rates, namespace
+
+    cluster = Cluster(tmp_path)
+    ns = namespace(cluster.home.factory, Rates(cluster.home.factory), cluster.balancer)
+    devices = [cluster.nodes["b"].online(f"dev-{i}") for i in range(2)]
+    cluster.ask_all()
+    ns["backends"]()
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["BACKEND", "UP", "DRAINING", "SESSIONS", "LOAD"]
+    assert rows[1].split() == ["10.0.0.1:8080", "yes", "no", "1", "1"]
+    assert rows[2].split() == ["10.0.0.2:8080", "yes", "no", "3", "3"]
+    assert rows[3] == "policy: least-connections"
+    answers = []
+    ns["drain_backend"]("10.0.0.2:8080").addCallback(answers.append)
+    cluster.pump()
+    assert answers == [Status.SUCCESS]
+    for device in devices:
+        assert [f.command for f in device.frames()] == [Command.REDIRECT]
+    ns["backends"]()
+    assert capsys.readouterr().out.splitlines()[2].split()[:3] == ["10.0.0.2:8080", "yes", "yes"]
+    ns["undrain_backend"]("10.0.0.2:8080")
+    cluster.pump()
+    assert cluster.backend("b").available and cluster.nodes["b"].hub.draining is None

@@ -199,3 +199,22 @@ def test_a_redirect_from_the_server_closes_the_connection(server):
     server.hub.redirect("mover", "10.0.0.2", 9000)
     link.pump()
     assert link.closed and factory.current is None
+
+
+def test_a_redirect_before_the_login_answer_is_followed_before_counting_itself_online():
+    # The balancer's answer: REDIRECT, then SUCCESS, in one write.
+    class Following(HyperTCPClientFactory):
+        def redirect(self, host, port, tls):
+            followed.append((host, port, tls))
+
+    followed: list = []
+    factory = Following("secret", "dev", clock=Clock())
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(encode(Command.REDIRECT, 1, b'{"server": "10.0.0.7", "port": 9000}')
+                          + response(1, Status.SUCCESS, login=True))
+    assert followed == [("10.0.0.7", 9000, False)]
+    assert transport.disconnecting
+    assert factory.current is None and not protocol.authenticated, \
+        "never online at the balancer"
