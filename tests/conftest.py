@@ -8,6 +8,18 @@ from tests.daemon import Daemon, add_token
 from tests.firmware import build, device  # noqa: F401 (fixtures: the ESP32 host build)
 from tests.redis_server import redis  # noqa: F401 (fixture: a real redis-server)
 
+#: Fixtures that start a process or open a socket.  A test that uses one is an
+#: integration test whether or not its module says so, so that
+#: `pytest -m "not integration"` never waits on a process.
+PROCESS_FIXTURES = frozenset(("start_daemon", "token", "build", "device", "scripted"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if (PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("integration") is None):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture
 def tokens_file(tmp_path: Path) -> Path:
