@@ -4,6 +4,10 @@ L{HyperTCPFactory} and L{Hub} on a L{Clock}, each connection a real
 L{Session} on a L{StringTransport}; bytes in, frames out, no sockets and no
 waiting.  End-to-end tests (tests/daemon.py) prove the real process; these
 prove the rules, fast.
+
+L{Server} holds the core and its clock; L{Peer} is a connection the test
+drives; L{Link} joins a client protocol (the Twisted client, a balancer's
+health connection) to a session; L{captured_log} collects what is logged.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -283,8 +287,7 @@ class Link:
         for _ in range(1000):  # bounded: two protocols that answer each other forever fail here
             if self.closed:
                 return
-            down, up = self.peer.transport.value(), self.transport.value()
-            self.peer.transport.clear()
+            down, up = self.peer.transport.drain(), self.transport.value()
             self.transport.clear()
             if down:
                 self.client.dataReceived(down)
@@ -308,7 +311,7 @@ class Link:
 class Log:
     """What the server logged while a test ran, as formatted lines."""
 
-    def __init__(self, events: list[LogEvent]) -> None:
+    def __init__(self, events: Sequence[LogEvent]) -> None:
         self.events = events
 
     @property
@@ -327,4 +330,4 @@ class Log:
 def captured_log() -> Iterator[Log]:
     """A L{Log} of what is logged inside the C{with} block."""
     with capturedLogs() as events:
-        yield Log(events)  # type: ignore[arg-type]
+        yield Log(events)

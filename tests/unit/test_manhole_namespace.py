@@ -65,7 +65,8 @@ def test_add_token_works_at_once_and_revoke_token_closes_its_sessions(server):
 def test_counters_and_rates(server):
     rates = Rates(server.factory)
     ns = namespace(server.factory, rates)
-    a, b = server.online("a"), server.online("b")
+    a = server.online("a")
+    server.online("b")
     rates.sample()
     for n in range(10):
         a.message("b", {"n": n})

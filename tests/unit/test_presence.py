@@ -81,7 +81,8 @@ def test_at_login_an_observer_gets_a_device_status_for_each_connection_online(se
 
 
 def test_one_who_left_before_the_snapshot_reached_it_is_left_out(server):
-    stay, leave = server.online("stay"), server.online("leave")
+    server.online("stay")
+    leave = server.online("leave")
     ops = server.online("ops", "observer", "ops")
     leave.lose()
     server.clock.advance(0)

@@ -49,7 +49,8 @@ def test_observer_commands_are_refused_to_other_tokens(server, log, command, rol
 
 def test_stats_counts_sessions_devices_observers_and_deliveries(server):
     ops = server.online("ops", "observer", "ops")
-    a, b = server.online("a"), server.online("b")
+    a = server.online("a")
+    server.online("b")
     secret = server.token("twin")
     assert server.connect().login(secret) == server.connect().login(secret) == Status.SUCCESS
     assert a.answer(a.message("b", {})) == Status.SUCCESS
