@@ -77,7 +77,7 @@ def test_a_connection_not_logged_in_is_also_closed_when_silent(tmp_path):
     assert peer.closing
 
 
-def test_closing_cancels_the_timers(tmp_path):
+def test_a_lost_connection_leaves_no_timer_behind(tmp_path):
     server = Server(tmp_path, idle_timeout=60, login_timeout=10)
     peer = server.connect()
     peer.lose()
