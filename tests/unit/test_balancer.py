@@ -145,8 +145,8 @@ def test_a_login_is_answered_with_redirect_then_success_in_one_write(node):
 
 def test_a_redirect_to_a_tls_node_says_so(node):
     device, _ = at_balancer(node, Picker(Node("n", host="n.example", port=8443, tls=True)))
-    device.send(Command.LOGIN, node.token("dev-1").encode())
-    redirect, _ = device.frames()
+    assert device.login(node.token("dev-1")) == Status.SUCCESS
+    redirect, = device.frames()
     assert json.loads(redirect.payload) == {"server": "n.example", "port": 8443, "tls": True}
 
 
