@@ -16,8 +16,12 @@ PROCESS_FIXTURES = frozenset(("start_daemon", "build", "device", "scripted"))
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        if item.get_closest_marker("integration") is not None:
+            continue
+        # tests/test_firmware*.py build the C++ library and run what they
+        # build, whatever fixture they do it through.
         if (PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-                and item.get_closest_marker("integration") is None):
+                or item.path.name.startswith("test_firmware")):
             item.add_marker(pytest.mark.integration)
 
 
