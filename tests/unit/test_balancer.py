@@ -250,6 +250,7 @@ class Cluster:
             advertise=("10.0.0.9", 7000), tls=False, backend_tls=False, ca="")
         self.balancer = Balancer(config, self.home.factory, reactor=self.clock)
         self.balancer.register_commands(self.home.hub)
+        self.fleet = self.home.token("fleet", "fleet")
         self.links: dict[str, Link] = {}
         for name in self.nodes:
             self.connect(name)
@@ -279,8 +280,7 @@ class Cluster:
     def device(self, device_id: str) -> tuple[str, int]:
         """A device logs in at the balancer: the (host, port) it is sent to."""
         peer = self.home.connect(factory=self.balancer.factory)
-        fleet = self.home.token(f"fleet-{device_id}", "fleet")
-        assert peer.login(fleet, device_id) == Status.SUCCESS
+        assert peer.login(self.fleet, device_id) == Status.SUCCESS
         [redirect] = [f for f in peer.frames() if f.command == Command.REDIRECT]
         body = json.loads(redirect.payload)
         return body["server"], body["port"]
@@ -392,7 +392,7 @@ def test_a_node_drained_directly_takes_no_one_new(tmp_path, log):
 
 def test_the_balancer_commands_need_an_observer(tmp_path):
     cluster = Cluster(tmp_path)
-    fleet = cluster.home.online("fleet", "fleet", "fleet-1")
+    fleet = cluster.home.online("app", "fleet", "app-1")
     for command in ({"command": "drain_backend", "backend": "10.0.0.1:8080"},
                     {"command": "undrain_backend", "backend": "10.0.0.1:8080"},
                     {"command": "backends"}):

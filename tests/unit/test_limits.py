@@ -253,7 +253,7 @@ def test_an_oversize_frame_is_skipped_and_the_stream_stays_in_step(tmp_path, log
     assert not peer.closing
     assert peer.session._decoder.buffered == 0, "the oversize body was never buffered"
     assert server.factory.counters["oversize"] == 1
-    assert f"{len(big) - 5}-byte payload over the 1024-byte limit skipped" in log
+    assert f"payload of {len(big) - 5:,} bytes over the 1,024-byte limit skipped" in log
 
 
 def test_an_oversize_frame_before_login_is_answered_too(tmp_path):

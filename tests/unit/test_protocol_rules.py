@@ -42,7 +42,7 @@ def test_refusals_say_why_for_the_log():
 def test_an_oversize_frame_is_answered_11_unless_it_is_a_response():
     refusal = rules.oversize(Oversize(Command.JSON_MESSAGE, 4, 9000), 8192)
     assert refusal == rules.Refusal(Status.ILLEGAL_COMMAND_BODY,
-                                    "9000-byte payload over the 8192-byte limit")
+                                    "payload of 9,000 bytes over the 8,192-byte limit")
     assert rules.oversize(Oversize(Command.RESPONSE, 4, 9000), 8192) is None
 
 
