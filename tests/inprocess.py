@@ -66,10 +66,20 @@ class Transport(StringTransport):
         return data
 
 
+def taken(transport: StringTransport) -> bytes:
+    """What the peer reads off C{transport}: all written so far (a L{Transport} resumes)."""
+    if isinstance(transport, Transport):
+        return transport.drain()
+    data = transport.value()
+    transport.clear()
+    return data
+
+
 class Peer:
     """One client connection, held by the test: it writes frames and reads the server's."""
 
-    def __init__(self, server: Optional["Server"], session: Session, transport: Transport) -> None:
+    def __init__(self, server: Optional["Server"], session: Session,
+                 transport: StringTransport) -> None:
         self.server = server
         self.session = session
         self.transport = transport
@@ -139,7 +149,7 @@ class Peer:
         return frames
 
     def _read(self) -> None:
-        self._unread.extend(self._decoder.feed(self.transport.drain()))
+        self._unread.extend(self._decoder.feed(taken(self.transport)))
 
     def answer(self, msg_id: int) -> Optional[int]:
         """The status of the RESPONSE to C{msg_id} (None if there is none); other frames stay."""
@@ -287,8 +297,7 @@ class Link:
         for _ in range(1000):  # bounded: two protocols that answer each other forever fail here
             if self.closed:
                 return
-            down, up = self.peer.transport.drain(), self.transport.value()
-            self.transport.clear()
+            down, up = taken(self.peer.transport), taken(self.transport)
             if down:
                 self.client.dataReceived(down)
             if up:

@@ -158,8 +158,10 @@ def test_a_delivery_msg_id_reused_after_the_wrap_ends_the_older_wait(tmp_path):
     assert sender.answer(second) == Status.SUCCESS
 
 
-def test_an_acked_message_to_a_closing_connection_times_out_at_once(server):
+def test_a_closing_connection_takes_no_acked_message(server):
     sender, receiver = server.online("sender"), server.online("receiver")
     receiver.session.close("leaving")
     msg_id = sender.message("receiver", {}, ack=True)
-    assert sender.answer(msg_id) == Status.TIMEOUT
+    assert sender.answer(msg_id) == Status.DEVICE_NOT_IN_NETWORK, "it left the hub at once"
+    waited = results(receiver.session.deliver_acked(Command.JSON_MESSAGE, b"{}", 10))
+    assert waited == [Status.TIMEOUT], "and nothing sent to it can be acknowledged"

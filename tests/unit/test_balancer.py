@@ -218,6 +218,7 @@ def test_the_balancer_keeps_to_max_connections_on_its_own_count(tmp_path, log):
     node.connect()  # the node's own sessions do not count against the balancer's
     picker = Picker(Node("a"))
     first, factory = at_balancer(node, picker)
+    assert first.login(node.token("dev-1")) == Status.SUCCESS, "sent on: it keeps its slot"
     assert factory.open == 1
     assert node.build(factory=factory) is None
     assert "refused: 1 connections already open" in log
@@ -243,7 +244,9 @@ class Cluster:
         self.nodes = {name: Server(tmp_path, clock=self.clock) for name in ("a", "b")}
         self.addresses = {"a": ("10.0.0.1", 8080), "b": ("10.0.0.2", 8080)}
         token_file = tmp_path / "balancer.token"
-        token_file.write_text(self.home.token("balancer", "observer") + "\n")
+        # The health token: its stats and drain grants are all it needs.
+        token_file.write_text(self.home.token("balancer", "fleet", grants=["stats", "drain"])
+                              + "\n")
         config = BalancerConfig(
             listen=[], backends=list(self.addresses.values()), policy=policy,
             token_file=str(token_file), health_interval=5.0, health_timeout=3.0,
@@ -378,7 +381,7 @@ def test_draining_a_node_moves_its_devices_through_the_balancer(tmp_path):
 
 def test_a_node_drained_directly_takes_no_one_new(tmp_path, log):
     cluster = Cluster(tmp_path)
-    ops = cluster.nodes["a"].online("ops", "observer", "ops")
+    ops = cluster.nodes["a"].online("ops", "observer", "ops", grants=["drain"])
     assert ops.to_server({"command": "drain", "server": "10.0.0.9", "port": 7000})[0] \
         == Status.SUCCESS
     cluster.pump()
@@ -390,15 +393,15 @@ def test_a_node_drained_directly_takes_no_one_new(tmp_path, log):
     assert {cluster.device(f"dev-{i}") for i in range(3)} == {cluster.addresses["b"]}
 
 
-def test_the_balancer_commands_need_an_observer(tmp_path):
+def test_the_balancer_commands_need_their_grants(tmp_path):
     cluster = Cluster(tmp_path)
-    fleet = cluster.home.online("app", "fleet", "app-1")
+    watcher = cluster.home.online("watcher", "observer", "watcher", grants=["kick"])
     for command in ({"command": "drain_backend", "backend": "10.0.0.1:8080"},
                     {"command": "undrain_backend", "backend": "10.0.0.1:8080"},
                     {"command": "backends"}):
-        assert fleet.to_server(command) == (Status.NOT_ALLOWED, [])
+        assert watcher.to_server(command) == (Status.NOT_ALLOWED, [])
     assert not cluster.backend("a").draining
-    admin = cluster.home.online("admin", "observer", "admin")
+    admin = cluster.home.online("admin", "observer", "admin", grants=["stats", "drain"])
     assert admin.to_server({"command": "drain_backend", "backend": "10.9.9.9:1"})[0] \
         == Status.DEVICE_NOT_IN_NETWORK
     assert admin.to_server({"command": "drain_backend"})[0] == Status.ILLEGAL_COMMAND_BODY
@@ -416,11 +419,11 @@ def test_the_balancer_commands_need_an_observer(tmp_path):
     assert not cluster.backend("a").draining and cluster.nodes["a"].hub.draining is None
 
 
-def test_a_health_token_that_is_not_an_observers_keeps_the_node_out(tmp_path, log):
+def test_a_health_token_without_the_stats_grant_keeps_the_node_out(tmp_path, log):
     cluster = Cluster(tmp_path)
     link = cluster.links.pop("a")
     link.close()
-    cluster.backend("a").token = cluster.home.token("plain", "fleet")
+    cluster.backend("a").token = cluster.home.token("plain", "fleet", grants=["drain"])
     cluster.connect("a")
     assert not cluster.backend("a").up
     assert "refused its stats (NOT_ALLOWED)" in log

@@ -1,4 +1,7 @@
-"""The challenge-response construction (hypertcp.protocol.challenge) and the token file's keys; the login itself is test_challenge.py's."""
+"""
+The challenge-response construction (hypertcp.protocol.challenge) and the token
+file's keys.  The challenge login itself: tests/unit/test_challenge.py.
+"""
 
 from __future__ import annotations
 

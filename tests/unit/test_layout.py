@@ -186,5 +186,5 @@ def test_the_token_commands_work_where_there_is_no_epoll(tmp_path):
     listing = without_epoll("token", "list", "--tokens", str(tokens))
     assert listing.returncode == 0, listing.stderr
     header, row = listing.stdout.splitlines()
-    assert header.split() == ["NAME", "ROLE", "PREFIX", "REACH", "CREATED", "STATE"]
-    assert row.split()[:4] == ["x", "device", "-", "*"] and row.split()[-1] == "live"
+    assert header.split() == ["NAME", "ROLE", "PREFIX", "REACH", "GRANTS", "CREATED", "STATE"]
+    assert row.split()[:5] == ["x", "device", "-", "*", "-"] and row.split()[-1] == "live"

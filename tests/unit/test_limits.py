@@ -322,7 +322,7 @@ def test_outside_a_read_writes_go_straight_out(server):
 
 def test_past_max_connections_a_new_connection_is_refused_at_once(tmp_path, log):
     server = Server(tmp_path, max_connections=2)
-    one, two = server.connect(), server.connect()
+    one, two = server.online("one"), server.online("two")  # logged in: they keep their slots
     assert server.build() is None, "the factory builds no protocol: Twisted closes it"
     assert server.factory.counters["max_connections"] == 1
     assert "refused: 2 connections already open" in log

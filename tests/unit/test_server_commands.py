@@ -1,6 +1,7 @@
 """
-Messages to "server" that run a command: the built-in ones, which of them
-need an observer token, and plug-in commands that answer, refuse or fail.
+Messages to "server" that run a command: the built-in ones, the admin ones
+each needing its grant, and plug-in commands that answer, refuse or fail.
+(Grants bounded by a token's prefix and reach: tests/unit/test_admin.py.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ import pytest
 
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.server.hub import CommandError
+from hypertcp.server.tokens import GRANTS
+
+
+def admin(server):
+    """A connection whose observer token holds every grant, no prefix, reach *."""
+    return server.online("ops", "observer", "ops", grants=list(GRANTS))
 
 
 def redirected(peer) -> list[dict]:
@@ -29,26 +36,29 @@ def test_whoami_tells_a_client_its_id_and_role(server):
         Status.SUCCESS, [{"command": "whoami", "deviceId": "meter-9", "role": "device"}])
 
 
-@pytest.mark.parametrize("command", [
-    {"command": "stats"},
-    {"command": "kick", "deviceId": "victim"},
-    {"command": "redirect", "deviceId": "victim", "server": "127.0.0.1", "port": 9999},
-    {"command": "drain", "server": "127.0.0.1", "port": 9999},
-    {"command": "undrain"},
-], ids=lambda c: c["command"])
-@pytest.mark.parametrize("role", ["device", "fleet"])
-def test_observer_commands_are_refused_to_other_tokens(server, log, command, role):
+@pytest.mark.parametrize("command, grant", [
+    ({"command": "stats"}, "stats"),
+    ({"command": "kick", "deviceId": "victim"}, "kick"),
+    ({"command": "redirect", "deviceId": "victim", "server": "127.0.0.1", "port": 9999},
+     "redirect"),
+    ({"command": "drain", "server": "127.0.0.1", "port": 9999}, "drain"),
+    ({"command": "undrain"}, "drain"),
+], ids=lambda c: c["command"] if isinstance(c, dict) else c)
+@pytest.mark.parametrize("role", ["device", "fleet", "observer"])
+def test_admin_commands_are_refused_without_their_grant(server, log, command, grant, role):
     victim = server.online("victim")
-    peer = server.online("someone", role, "someone")
+    others = [g for g in GRANTS if g != grant] if role != "device" else []
+    peer = server.online("someone", role, None if role == "device" else "someone",
+                         **({"grants": others} if others else {}))
     assert peer.to_server(command) == (Status.NOT_ALLOWED, [])
     assert not peer.closing and not victim.closing
     assert victim.frames() == []
     assert server.hub.draining is None
-    assert f"{command['command']} needs an observer token" in log
+    assert f"{command['command']} needs a token granted {grant!r}" in log
 
 
 def test_stats_counts_sessions_devices_observers_and_deliveries(server):
-    ops = server.online("ops", "observer", "ops")
+    ops = admin(server)
     a = server.online("a")
     server.online("b")
     secret = server.token("twin")
@@ -62,7 +72,7 @@ def test_stats_counts_sessions_devices_observers_and_deliveries(server):
 
 
 def test_kick_closes_every_connection_of_the_device(server, log):
-    ops = server.online("ops", "observer", "ops")
+    ops = admin(server)
     secret = server.token("victim")
     victims = [server.connect(), server.connect()]
     for victim in victims:
@@ -91,7 +101,7 @@ def test_kick_closes_every_connection_of_the_device(server, log):
         "redirect-port-string", "redirect-port-0", "redirect-port-65536", "redirect-id-number",
         "drain-no-port"])
 def test_bad_admin_commands_are_refused_with_a_status(server, command, status):
-    ops = server.online("ops", "observer", "ops")
+    ops = admin(server)
     other = server.online("other")
     assert ops.to_server(command) == (status, [])
     assert not other.closing and redirected(other) == []
@@ -99,7 +109,7 @@ def test_bad_admin_commands_are_refused_with_a_status(server, command, status):
 
 
 def test_redirect_sends_one_device_elsewhere_and_closes_a_second_later(server, log):
-    ops = server.online("ops", "observer", "ops")
+    ops = admin(server)
     mover, stay = server.online("mover"), server.online("stay")
     assert ops.to_server({"command": "redirect", "deviceId": "mover", "server": "127.0.0.1",
                           "port": 9999}) == (Status.SUCCESS, [{"command": "redirected", "sessions": 1}])
@@ -114,7 +124,7 @@ def test_redirect_sends_one_device_elsewhere_and_closes_a_second_later(server, l
 
 
 def test_redirect_without_a_device_sends_everyone_with_tls(server):
-    ops = server.online("ops", "observer", "ops")
+    ops = admin(server)
     peers = [server.online(f"d{i}") for i in range(3)]
     status, [reply] = ops.to_server({"command": "redirect", "server": "node.example",
                                      "port": 8443, "tls": True})
@@ -124,7 +134,7 @@ def test_redirect_without_a_device_sends_everyone_with_tls(server):
 
 
 def test_a_peer_is_redirected_once(server):
-    ops = server.online("ops", "observer", "ops")
+    ops = admin(server)
     mover = server.online("mover")
     for _ in range(2):
         ops.to_server({"command": "redirect", "deviceId": "mover", "server": "h", "port": 1})
@@ -132,7 +142,7 @@ def test_a_peer_is_redirected_once(server):
 
 
 def test_drain_redirects_everyone_but_the_asker_and_marks_the_node(server):
-    ops = server.online("ops", "observer", "ops")
+    ops = admin(server)
     peers = [server.online(f"d{i}") for i in range(3)]
     assert ops.to_server({"command": "drain", "server": "10.0.0.2", "port": 8080}) == (
         Status.SUCCESS, [{"command": "drained", "sessions": 3}])
@@ -149,7 +159,7 @@ def test_drain_redirects_everyone_but_the_asker_and_marks_the_node(server):
 
 
 def test_a_command_name_nobody_registered_is_telemetry(server):
-    ops = server.online("ops", "observer", "ops")
+    ops = admin(server)
     server.clock.advance(0)
     peer = server.online("dev")
     ops.frames()
