@@ -11,7 +11,7 @@ from tests.redis_server import redis  # noqa: F401 (fixture: a real redis-server
 #: Fixtures that start a process or open a socket.  A test that uses one is an
 #: integration test whether or not its module says so, so that
 #: `pytest -m "not integration"` never waits on a process.
-PROCESS_FIXTURES = frozenset(("start_daemon", "build", "device", "scripted"))
+PROCESS_FIXTURES = frozenset(("start_daemon", "build", "device", "scripted", "redis"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
