@@ -295,7 +295,8 @@ def test_a_node_is_up_once_its_first_stats_arrive(tmp_path):
         backend = cluster.backend(name)
         assert backend.up and backend.available
         assert backend.sessions == 1, "the health connection itself"
-    assert cluster.balancer.status() == {"policy": "least-connections", "backends": [
+    assert cluster.balancer.status() == {"policy": "least-connections", "source": "backends",
+                                         "backends": [
         {"backend": "10.0.0.1:8080", "up": True, "draining": False, "sessions": 1, "load": 1},
         {"backend": "10.0.0.2:8080", "up": True, "draining": False, "sessions": 1, "load": 1}]}
 
