@@ -8,6 +8,22 @@ from tests.daemon import Daemon, add_token
 from tests.firmware import build, device  # noqa: F401 (fixtures: the ESP32 host build)
 from tests.redis_server import redis  # noqa: F401 (fixture: a real redis-server)
 
+#: Fixtures that start a process or open a socket.  A test that uses one is an
+#: integration test whether or not its module says so, so that
+#: `pytest -m "not integration"` never waits on a process.
+PROCESS_FIXTURES = frozenset(("start_daemon", "build", "device", "scripted", "redis"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("integration") is not None:
+            continue
+        # tests/test_firmware*.py build the C++ library and run what they
+        # build, whatever fixture they do it through.
+        if (PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+                or item.path.name.startswith("test_firmware")):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture
 def tokens_file(tmp_path: Path) -> Path:

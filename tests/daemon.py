@@ -5,6 +5,8 @@ C{hypertcp} command line, for the end-to-end tests.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -36,10 +38,18 @@ def hypertcp(*args: str, env: Optional[dict] = None, input: Optional[str] = None
 
 
 def add_token(tokens: Path, name: str, *options: str) -> str:
-    """Create a token through C{hypertcp token add}; return the secret it prints last."""
-    result = hypertcp("token", "add", name, "--tokens", str(tokens), *options)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    """
+    Create a token through C{hypertcp token add}, run in this process (the
+    command's own parser and code, without an interpreter start per token;
+    tests/test_cli.py runs the command itself); return the secret it prints last.
+    """
+    from hypertcp.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(["token", "add", name, "--tokens", str(tokens), *options])
+    assert status == 0, err.getvalue()
+    return out.getvalue().strip().splitlines()[-1]
 
 
 def make_certs(out: Path, *args: str) -> Path:

@@ -1,18 +1,14 @@
 """
-The load balancer with real node daemons: how logins are answered, the
-least-connections and sticky policies, a node dying and coming back, and
-draining a node.
+The load balancer with real node daemons: a device that cannot follow a
+REDIRECT relayed to a node, a node dying and coming back, draining a node
+while its clients follow, TLS all the way, and the ESP32 library sent on.
+Picking, the balancer session's answers, health, draining state and the
+balancer's commands are tested in-process (tests/unit/test_balancer.py).
 """
 
 from __future__ import annotations
 
-import collections
-import json
-import signal
-import socket
 import ssl
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +18,10 @@ from hypertcp.client import Client
 from hypertcp.protocol.commands import Command, Status
 from tests.daemon import Daemon, make_certs
 from tests.raw import Raw
-from tests.ssh import Console, keygen, known_hosts
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -96,31 +93,6 @@ def ask(port: int, token: str, payload: dict) -> dict:
         return reply.payload
 
 
-def test_a_login_is_answered_with_redirect_then_success(start_daemon, start_balancer,
-                                                       token) -> None:
-    node = start_daemon()
-    balancer = start_balancer([node.port])
-    fleet = token("fleet", "--role", "fleet")
-    with Raw(balancer.ports["balancer"]) as raw:
-        assert raw.request(Command.PING) == Status.SUCCESS
-        early = raw.send_json(Command.JSON_MESSAGE, {"targetId": "x", "payload": {}})
-        assert raw.answer_to(early) == Status.NOT_AUTHENTICATED
-        login = raw.send_json(Command.LOGIN, {"token": fleet, "device_id": "dev-1", "proto": 2})
-        first = raw.expect(lambda f: True)
-        second = raw.expect(lambda f: True)
-        assert first.command == Command.REDIRECT
-        assert json.loads(first.payload) == {"server": "127.0.0.1", "port": node.port}
-        assert (second.command, second.msg_id, second.payload) == (
-            Command.RESPONSE, login, bytes((Status.SUCCESS,)))
-        assert raw.wait_closed(5), "the balancer closes a redirected connection"
-    with Raw(balancer.ports["balancer"]) as raw:
-        assert raw.login("not-a-token") == Status.INVALID_TOKEN
-        assert raw.wait_closed(5)
-    device = token("dev-7")
-    with Raw(balancer.ports["balancer"]) as raw:
-        assert raw.login_json(device, "dev-8") == Status.NOT_ALLOWED
-
-
 def test_a_device_that_cannot_follow_a_redirect_is_relayed_to_a_node(
         start_daemon, start_balancer, token) -> None:
     """
@@ -152,23 +124,6 @@ def test_a_device_that_cannot_follow_a_redirect_is_relayed_to_a_node(
     node.wait_for_log("(esp32-1) disconnected")
 
 
-def test_least_connections_spreads_20_clients_over_both_nodes(start_daemon, start_balancer,
-                                                              token) -> None:
-    a, b = start_daemon(), start_daemon()
-    balancer = start_balancer([a.port, b.port])
-    fleet = token("fleet", "--role", "fleet")
-    clients = [through(balancer, fleet, f"dev-{i}") for i in range(20)]
-    try:
-        spread = collections.Counter(client.port for client in clients)
-        assert set(spread) == {a.port, b.port}
-        assert abs(spread[a.port] - spread[b.port]) <= 2, spread
-        for i, client in enumerate(clients):
-            talks_to_server(client, i)
-    finally:
-        for client in clients:
-            client.close()
-
-
 def test_a_dead_node_is_taken_out_and_put_back(start_daemon, start_balancer, token) -> None:
     a, b = start_daemon(), start_daemon()
     balancer = start_balancer([a.port, b.port])
@@ -189,33 +144,6 @@ def test_a_dead_node_is_taken_out_and_put_back(start_daemon, start_balancer, tok
     assert {client.port for client in again} == {b.port}
     for client in before + after + again:
         client.close()
-
-
-def test_sticky_keeps_each_device_on_its_node(start_daemon, start_balancer, token) -> None:
-    a, b = start_daemon(), start_daemon()
-    balancer = start_balancer([a.port, b.port], "--set", "balancer.policy=sticky")
-    fleet = token("fleet", "--role", "fleet")
-    devices = [f"sensor-{i}" for i in range(20)]
-
-    def placement() -> dict[str, int]:
-        where = {}
-        for device in devices:
-            with through(balancer, fleet, device) as client:
-                where[device] = client.port
-        return where
-
-    home = placement()
-    assert set(home.values()) == {a.port, b.port}, "20 ids hash onto both nodes"
-    assert placement() == home, "each device lands where it landed before"
-
-    b.proc.kill()
-    b.proc.wait()
-    balancer.wait_for_log(f"node 127.0.0.1:{b.port} is down")
-    assert placement() == dict.fromkeys(devices, a.port), "the survivor takes everyone"
-
-    start_daemon("--listen", f"tcp:{b.port}:interface=127.0.0.1")
-    back_up(balancer, b.port)
-    assert placement() == home, "back up, the node gets its own devices again"
 
 
 def test_draining_a_node_moves_its_clients_to_the_other(start_daemon, start_balancer,
@@ -255,51 +183,6 @@ def test_draining_a_node_moves_its_clients_to_the_other(start_daemon, start_bala
             client.close()
 
 
-def test_drain_and_backend_commands_need_their_grants(start_daemon, start_balancer, token) -> None:
-    node = start_daemon()
-    balancer = start_balancer([node.port])
-    fleet = token("fleet", "--role", "fleet")
-    with Client("127.0.0.1", balancer.port, fleet, timeout=10).connect() as client:
-        for command in ({"command": "drain_backend", "backend": f"127.0.0.1:{node.port}"},
-                        {"command": "backends"}):
-            assert client.send_to_server(command) == Status.NOT_ALLOWED
-    observer = token("watcher", "--role", "observer")
-    with Client("127.0.0.1", balancer.port, observer, timeout=10).connect() as client:
-        assert client.send_to_server({"command": "backends"}) == Status.NOT_ALLOWED
-    admin = token("admin", "--role", "observer", "--grant", "stats", "drain")
-    with Client("127.0.0.1", balancer.port, admin, timeout=10).connect() as client:
-        assert client.send_to_server({"command": "drain_backend", "backend": "10.9.9.9:1"}) \
-            == Status.DEVICE_NOT_IN_NETWORK
-    with Client("127.0.0.1", node.port, fleet, timeout=10).connect() as client:
-        assert client.send_to_server({"command": "stats"}) == Status.NOT_ALLOWED
-        assert client.send_to_server({"command": "drain", "server": "x", "port": 1}) \
-            == Status.NOT_ALLOWED
-
-
-def test_with_no_node_up_a_login_is_refused(start_balancer, token) -> None:
-    with socket.socket() as probe:  # a port where nothing listens
-        probe.bind(("127.0.0.1", 0))
-        nowhere = probe.getsockname()[1]
-    balancer = start_balancer([nowhere], wait_up=False)
-    with Raw(balancer.ports["balancer"]) as raw:
-        assert raw.login(token("dev-1")) == Status.SERVER_EXCEPTION
-        assert raw.wait_closed(5)
-
-
-def test_the_balancer_keeps_to_max_connections(start_daemon, start_balancer, token) -> None:
-    node = start_daemon()
-    balancer = start_balancer([node.port], "--listen=", "--set", "limits.max_connections=1",
-                              expect=("balancer",))
-    with Raw(balancer.ports["balancer"]) as first:
-        # Logged in (relayed, as the original sketch is): it keeps its slot.
-        assert first.login(token("dev-1")) == Status.SUCCESS
-        assert first.request(Command.PING) == Status.SUCCESS
-        with Raw(balancer.ports["balancer"]) as second:
-            assert second.wait_closed()
-        balancer.wait_for_log("1 connections already open")
-        assert first.request(Command.PING) == Status.SUCCESS
-
-
 def test_a_balancer_alone_with_tls_everywhere(start_daemon, start_balancer, token,
                                              tmp_path: Path) -> None:
     certs = make_certs(tmp_path / "certs", "--host", "localhost", "--host", "127.0.0.1")
@@ -337,50 +220,6 @@ def test_a_plain_balancer_sends_a_client_on_to_a_tls_node(start_daemon, start_ba
         talks_to_server(client, 0)
 
 
-def test_a_hung_node_is_taken_out_when_its_ping_goes_unanswered(start_daemon, start_balancer,
-                                                                 token) -> None:
-    a, b = start_daemon(), start_daemon()
-    balancer = start_balancer([a.port, b.port])
-    fleet = token("fleet", "--role", "fleet")
-    b.proc.send_signal(signal.SIGSTOP)  # its sockets stay open; it just never answers
-    try:
-        balancer.wait_for_log(f"node 127.0.0.1:{b.port} is down", timeout=15)
-        for i in range(6):
-            with through(balancer, fleet, f"dev-{i}") as client:
-                assert client.port == a.port
-    finally:
-        b.proc.send_signal(signal.SIGCONT)
-    back_up(balancer, b.port)
-
-
-TWISTED_CLIENT = """
-import sys
-from twisted.internet import defer, task
-from hypertcp.client import HyperTCPClientFactory, clientService
-
-async def main(reactor, port, token):
-    factory = HyperTCPClientFactory(token, "tx-1")
-    service = clientService(factory, "127.0.0.1", int(port), reactor=reactor)
-    service.startService()
-    protocol = await factory.whenLoggedIn()
-    print(protocol.transport.getPeer().port, int(await protocol.send_to_server({"command": "ping"})))
-    await service.stopService()
-
-task.react(lambda reactor: defer.ensureDeferred(main(reactor, *sys.argv[1:])))
-"""
-
-
-def test_the_twisted_client_follows_the_balancer(start_daemon, start_balancer, token) -> None:
-    node = start_daemon()
-    balancer = start_balancer([node.port])
-    result = subprocess.run([sys.executable, "-c", TWISTED_CLIENT, str(balancer.ports["balancer"]),
-                             token("fleet", "--role", "fleet")],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    # Its first logged-in connection is already the node's: REDIRECT came before SUCCESS.
-    assert result.stdout.split() == [str(node.port), str(Status.SUCCESS.value)]
-
-
 def test_the_esp32_library_follows_the_balancer(start_daemon, start_balancer, token,
                                                 device) -> None:
     a, b = start_daemon(), start_daemon()
@@ -397,32 +236,3 @@ def test_the_esp32_library_follows_the_balancer(start_daemon, start_balancer, to
         message = app.receive(timeout=10)
         assert message is not None
         assert (message.sender, message.payload) == ("esp32-1", {"via": "balancer"})
-
-
-def test_an_operator_drains_a_node_from_the_balancers_manhole(start_daemon, start_balancer,
-                                                              token, tmp_path: Path) -> None:
-    key = keygen(tmp_path / "operator")
-    host_key = tmp_path / "host_key"
-    a, b = start_daemon(), start_daemon()
-    balancer = start_balancer([a.port, b.port], "--manhole", LOOPBACK,
-                              "--set", f"manhole.authorized_keys={key}.pub",
-                              "--set", f"manhole.host_key={host_key}",
-                              expect=("tcp", "balancer", "manhole"))
-    fleet = token("fleet", "--role", "fleet")
-    clients = [through(balancer, fleet, f"dev-{i}") for i in range(6)]
-    port = balancer.ports["manhole"]
-    console = Console(port, key, known_hosts(tmp_path, port, host_key))
-    try:
-        rows = console.run("backends()").splitlines()
-        assert rows[1].split()[:3] == [f"127.0.0.1:{a.port}", "yes", "no"]
-        assert rows[2].split()[:3] == [f"127.0.0.1:{b.port}", "yes", "no"]
-        console.run(f'drain_backend("127.0.0.1:{b.port}")')
-        for i, client in enumerate(clients):
-            follow(client, a.port)
-            talks_to_server(client, i)
-        assert console.run("backends()").splitlines()[2].split()[:3] == [
-            f"127.0.0.1:{b.port}", "yes", "yes"]
-    finally:
-        console.close()
-        for client in clients:
-            client.close()

@@ -27,6 +27,7 @@ from tests.daemon import hypertcp
 SHORT = ("--pairs", "3", "--duration", "1", "--warmup", "0.2", "--quiet", "--json")
 
 
+@pytest.mark.integration
 def test_mosquitto_is_installed():
     # README's test command installs it; without it the baseline tests below
     # would measure nothing, so its absence is a failure, not a skip.
@@ -135,6 +136,7 @@ def test_pairs_over_tls_beside_mosquitto():
         assert_server_measured(figures)
 
 
+@pytest.mark.integration
 def test_runs_that_cannot_be_combined():
     for args, why in ((("--storm", "5", "--idle", "5"), "choose one"),
                       (("--tls", "--peer", "sink"), "no TLS"),
@@ -159,6 +161,7 @@ def test_idle_fleet(peer):
         assert figures["idle_cpu_s"] is not None
 
 
+@pytest.mark.integration
 def test_running_server_needs_a_token():
     result = hypertcp("bench", "--port", "1", "--duration", "1")
     assert result.returncode == 1

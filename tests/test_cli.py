@@ -20,6 +20,8 @@ from hypertcp.client import Client
 from hypertcp.protocol.commands import Status
 from tests.daemon import hypertcp
 
+pytestmark = pytest.mark.integration
+
 
 def env_with(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("HYPERTCP_TOKEN", "HYPERTCP_TOKENS")}

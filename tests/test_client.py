@@ -1,9 +1,11 @@
 """
-The Python clients.  The blocking client runs in the test process; the
-Twisted client runs in a subprocess (tx_driver below) that reports what
-happens as JSON lines, so each test is real sockets against the real daemon,
-synchronised by waiting for log and report lines, never by sleeping.  The
-protocol's timers are also checked in-process against a fake clock.
+The Python clients against the real daemon.  The blocking client runs in the
+test process; the Twisted client runs in a subprocess (tx_driver below) that
+reports what happens as JSON lines, so each test is real sockets against the
+real daemon, synchronised by waiting for log and report lines, never by
+sleeping.  The protocol itself (ClientConnection) and the Twisted client's
+timers and answers are tested in-process: tests/unit/test_client_connection.py
+and tests/unit/test_txclient.py.
 """
 
 from __future__ import annotations
@@ -19,26 +21,13 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from twisted.internet import defer
-from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 
 from hypertcp.client import Client, HyperTCPError
-from hypertcp.client.txclient import HyperTCPClientFactory
 from hypertcp.protocol.commands import Command, Status
-from hypertcp.protocol.frames import Decoder, Frame, encode, response
-from tests.raw import Raw
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -67,43 +56,6 @@ def test_send_and_receive(start_daemon, fleet):
         assert bob.receive(timeout=0) is None
 
 
-def test_send_returns_the_status_by_name(start_daemon, fleet, token):
-    limited = token("limited", "--role", "fleet", "--reach", "server")
-    server = start_daemon()
-    with Client(port=server.port, token=fleet, device_id="alice") as alice, \
-            Client(port=server.port, token=limited, device_id="boxed") as boxed:
-        answer = alice.send("nobody", {})
-        assert answer == Status.DEVICE_NOT_IN_NETWORK and answer.name == "DEVICE_NOT_IN_NETWORK"
-        assert boxed.send("alice", {}) == Status.NOT_ALLOWED
-        assert boxed.send_to_server({"status": "online"}) == Status.SUCCESS
-
-
-def test_broadcast_reaches_the_others_not_the_sender(start_daemon, fleet):
-    server = start_daemon()
-    with Client(port=server.port, token=fleet, device_id="alice") as alice, \
-            Client(port=server.port, token=fleet, device_id="bob") as bob, \
-            Client(port=server.port, token=fleet, device_id="carol") as carol:
-        assert alice.broadcast({"notice": "maintenance at 5"}) == Status.SUCCESS
-        for other in (bob, carol):
-            message = other.receive(timeout=5)
-            assert message.command == Command.BROADCAST
-            assert (message.sender, message.payload) == ("alice", {"notice": "maintenance at 5"})
-        # Deliveries to one session keep their order: if the broadcast had
-        # come back to alice, it would arrive before this.
-        assert alice.send("alice", {"marker": 1}) == Status.SUCCESS
-        assert alice.receive(timeout=5).payload == {"marker": 1}
-
-
-def test_send_to_server_ping_pong_and_ping(start_daemon, fleet):
-    server = start_daemon()
-    with Client(port=server.port, token=fleet) as client:
-        assert client.send_to_server({"command": "ping", "timestamp": 42}) == Status.SUCCESS
-        pong = client.receive(timeout=5)
-        assert (pong.sender, pong.payload) == ("server", {"command": "pong", "timestamp": 42})
-        rtt = client.ping()
-        assert 0 < rtt < 5
-
-
 def test_messages_iterates_until_quiet(start_daemon, fleet):
     server = start_daemon()
     with Client(port=server.port, token=fleet, device_id="alice") as alice, \
@@ -111,17 +63,6 @@ def test_messages_iterates_until_quiet(start_daemon, fleet):
         for n in range(3):
             assert alice.send("bob", {"n": n}) == Status.SUCCESS
         assert [m.payload["n"] for m in bob.messages(timeout=0.5)] == [0, 1, 2]
-
-
-def test_device_token_logs_in_as_its_name(start_daemon, token, fleet):
-    secret = token("sensor-1")
-    server = start_daemon()
-    with Client(port=server.port, token=secret) as sensor, \
-            Client(port=server.port, token=fleet, device_id="dashboard") as dashboard:
-        assert dashboard.send("sensor-1", {"led": "on"}) == Status.SUCCESS
-        assert sensor.receive(timeout=5).payload == {"led": "on"}
-        assert sensor.send("dashboard", {"led": "is on"}) == Status.SUCCESS
-        assert dashboard.receive(timeout=5).sender == "sensor-1"
 
 
 def test_refused_login_raises_with_the_status(start_daemon, token):
@@ -134,21 +75,6 @@ def test_refused_login_raises_with_the_status(start_daemon, token):
     with pytest.raises(HyperTCPError) as wrong_id:
         Client(port=server.port, token=device, device_id="sensor-2").connect()
     assert wrong_id.value.status == Status.NOT_ALLOWED
-
-
-def test_acknowledged_send_waits_for_the_receiver(start_daemon, fleet):
-    server = start_daemon("--set", "limits.ack_timeout=1")
-    with Client(port=server.port, token=fleet, device_id="alice") as alice, \
-            Client(port=server.port, token=fleet, device_id="bob") as bob:
-        got: list = []
-        reader = threading.Thread(target=lambda: got.append(bob.receive(timeout=10)))
-        reader.start()
-        assert alice.send("bob", {"n": 1}, ack=True) == Status.SUCCESS
-        reader.join()
-        assert got[0].payload == {"n": 1}
-        with Raw(server.port) as mute:
-            assert mute.login_json(fleet, "mute") == Status.SUCCESS
-            assert alice.send("mute", {"n": 2}, ack=True) == Status.TIMEOUT
 
 
 def test_client_answers_server_pings_and_outlives_the_idle_timeout(start_daemon, fleet):
@@ -186,16 +112,6 @@ def test_blocking_client_follows_redirect(start_daemon, fleet, observer):
         assert (mover.host, mover.device_id) == ("127.0.0.1", "mover")
         assert alice.send("mover", {"moved": True}) == Status.SUCCESS
         assert mover.receive(timeout=5).payload == {"moved": True}
-
-
-def test_payload_must_be_an_object_that_fits(start_daemon, fleet):
-    server = start_daemon()
-    with Client(port=server.port, token=fleet) as client:
-        with pytest.raises(TypeError):
-            client.send("anyone", ["not", "an", "object"])
-        with pytest.raises(ValueError):
-            client.broadcast({"big": "x" * 70000})
-        assert client.ping() > 0
 
 
 # -- the Twisted client, end to end --
@@ -363,17 +279,6 @@ def test_twisted_client_exchanges_messages(start_daemon, fleet, tx):
         driver.event("status", status=Status.DEVICE_NOT_IN_NETWORK)
 
 
-def test_twisted_heartbeat_keeps_one_connection(start_daemon, fleet, tx):
-    server = start_daemon("--idle-timeout", "1", "--set", "limits.client_heartbeat=0")
-    driver = tx(server.port, fleet, "beating", heartbeat=0.2)
-    driver.event("login", count=1)
-    # Seven answered heartbeats span more than the idle timeout.
-    driver.expect(lambda e: sum(x["event"] == "pong" for x in driver.events) >= 7)
-    assert [e for e in driver.events if e["event"] == "login"] == [
-        {"event": "login", "count": 1, "port": server.port}]
-    assert "silent for" not in server.output
-
-
 def test_twisted_client_reconnects_after_the_daemon_restarts(start_daemon, fleet, tx):
     server = start_daemon()
     port = server.port
@@ -406,112 +311,3 @@ def test_twisted_client_stops_on_an_invalid_token(start_daemon, tx):
     driver.event("refused", status=Status.INVALID_TOKEN, retrying=False)
     driver.event("gave up", status=Status.INVALID_TOKEN)
     assert driver.proc.wait(10) == 0
-
-
-# -- the Twisted protocol's timers, against a fake clock --
-
-def connected(clock: Clock, heartbeat: float = 30.0, timeout: float = 30.0, **kw):
-    factory = HyperTCPClientFactory("secret", "dev", heartbeat=heartbeat,
-                                    responseTimeout=timeout, clock=clock, **kw)
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return factory, protocol, transport
-
-
-def frames(transport: StringTransport) -> list[Frame]:
-    sent = Decoder().feed(transport.value())
-    transport.clear()
-    return sent
-
-
-def test_protocol_logs_in_then_beats_every_interval():
-    clock = Clock()
-    factory, protocol, transport = connected(clock, heartbeat=30)
-    [login] = frames(transport)
-    assert (login.command, login.msg_id) == (Command.LOGIN, 1)
-    assert json.loads(login.payload) == {"token": "secret", "device_id": "dev", "proto": 2}
-    ready = factory.whenLoggedIn()
-    assert not ready.called
-    protocol.dataReceived(response(1, Status.SUCCESS, login=True))
-    assert ready.result is protocol and protocol.authenticated
-    clock.advance(29.9)
-    assert frames(transport) == []
-    clock.advance(0.1)
-    [ping] = frames(transport)
-    assert ping.command == Command.PING
-    protocol.dataReceived(response(ping.msg_id))
-    clock.advance(30)
-    assert [f.command for f in frames(transport)] == [Command.PING]
-
-
-def test_unanswered_heartbeat_drops_the_connection():
-    clock = Clock()
-    _, protocol, transport = connected(clock, heartbeat=30, timeout=10)
-    protocol.dataReceived(response(1, Status.SUCCESS, login=True))
-    clock.advance(30)
-    assert not transport.disconnecting
-    clock.advance(10)
-    assert transport.disconnecting
-
-
-def test_deliveries_are_acked_before_the_callback_runs():
-    clock = Clock()
-    seen: list = []
-    _, protocol, transport = connected(clock, onMessage=lambda m: seen.append(
-        (m, transport.value())))
-    protocol.dataReceived(response(1, Status.SUCCESS, login=True))
-    transport.clear()
-    protocol.dataReceived(encode(Command.JSON_MESSAGE, 7, b'{"from":"a","payload":{"x":1}}')
-                          + encode(Command.PING, 8))
-    [(message, written)] = seen
-    assert (message.sender, message.payload) == ("a", {"x": 1})
-    assert written.startswith(response(7))
-    assert transport.value() == response(7) + response(8)
-
-
-def test_requests_match_answers_by_msg_id_and_fail_when_lost():
-    clock = Clock()
-    _, protocol, transport = connected(clock, timeout=5)
-    protocol.dataReceived(response(1, Status.SUCCESS, login=True))
-    transport.clear()
-    first = protocol.send("a", {})
-    second = protocol.broadcast({})
-    third = protocol.ping()
-    one, two, three = frames(transport)
-    protocol.dataReceived(response(two.msg_id) + response(one.msg_id, Status.DEVICE_NOT_IN_NETWORK))
-    assert first.result == Status.DEVICE_NOT_IN_NETWORK and second.result == Status.SUCCESS
-    clock.advance(5)
-    third_failure = []
-    third.addErrback(third_failure.append)
-    assert third_failure[0].check(defer.TimeoutError)
-    lost = protocol.send("a", {})
-    protocol.connectionLost(Failure(ConnectionDone()))
-    lost_failure = []
-    lost.addErrback(lost_failure.append)
-    assert lost_failure[0].check(ConnectionDone)
-    closed = []
-    protocol.send("a", {}).addErrback(closed.append)
-    assert closed[0].check(ConnectionError)
-
-
-def test_refused_token_fails_when_logged_in():
-    clock = Clock()
-    factory, protocol, transport = connected(clock)
-    ready = factory.whenLoggedIn()
-    protocol.dataReceived(response(1, Status.INVALID_TOKEN, login=True))
-    assert transport.disconnecting
-    failures: list = []
-    ready.addErrback(failures.append)
-    assert failures[0].value.status == Status.INVALID_TOKEN
-    later: list = []
-    factory.whenLoggedIn().addErrback(later.append)
-    assert later[0].check(HyperTCPError)
-
-
-def test_redirect_without_a_service_closes_and_is_logged():
-    clock = Clock()
-    _, protocol, transport = connected(clock)
-    protocol.dataReceived(response(1, Status.SUCCESS, login=True))
-    protocol.dataReceived(encode(Command.REDIRECT, 2, b'{"server": "10.0.0.2", "port": 9000}'))
-    assert transport.disconnecting

@@ -11,7 +11,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.daemon import Daemon
+
+pytestmark = pytest.mark.integration
 
 
 def test_fresh_start_creates_a_token_and_carries_a_message(tmp_path):

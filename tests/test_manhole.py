@@ -17,6 +17,7 @@ from hypertcp.protocol.commands import Command, Status
 from tests.raw import Raw
 from tests.ssh import Console, fingerprint, keygen, known_hosts, ssh_command
 
+pytestmark = pytest.mark.integration
 
 
 def test_the_openssh_client_is_installed() -> None:

@@ -85,11 +85,13 @@ def verify(unit: Path) -> list[str]:
     return complaints
 
 
+@pytest.mark.integration
 def test_unit_verifies(tmp_path):
     assert INSTALLED_TWISTD in " ".join(unit_settings(UNIT.read_text()).get("ExecStart", []))
     assert verify(installed_unit(tmp_path)) == []
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("breakage, change", [
     ("a bad Type=", lambda text: re.sub(r"(?m)^Type=.*$", "Type=bogus", text)),
     ("no ExecStart=", lambda text: re.sub(r"(?m)^ExecStart=.*\n", "", text)),
@@ -100,6 +102,7 @@ def test_verify_catches_a_broken_unit(tmp_path, breakage, change):
         f"systemd-analyze verify passed a unit with {breakage}"
 
 
+@pytest.mark.integration
 def test_verify_catches_a_missing_binary(tmp_path):
     unit = tmp_path / "hypertcp.service"
     unit.write_text(UNIT.read_text().replace(INSTALLED_TWISTD, str(tmp_path / "no-such-twistd")))
@@ -112,6 +115,7 @@ def exposure_within(unit: Path, threshold: int) -> subprocess.CompletedProcess:
                f"--threshold={threshold}", str(unit))
 
 
+@pytest.mark.integration
 def test_unit_is_hardened(tmp_path):
     result = exposure_within(installed_unit(tmp_path), 20)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -182,6 +186,7 @@ def log_dir(tmp_path: Path) -> Path:
     return tmp_path / "log"
 
 
+@pytest.mark.integration
 def test_logrotate_rotates_and_reloads(tmp_path, log_dir):
     log = log_dir / "hypertcp.log"
     log.write_text("a line\n")
@@ -197,6 +202,7 @@ def test_logrotate_rotates_and_reloads(tmp_path, log_dir):
         "hypertcp.log", "hypertcp.log-20010909-1000000000"], "logrotate -d changed files"
 
 
+@pytest.mark.integration
 def test_logrotate_skips_a_missing_or_empty_log(tmp_path, log_dir):
     output = logrotate_debug(tmp_path, LOGROTATE.read_text())
     assert "does not exist -- skipping" in output  # missingok
@@ -205,6 +211,7 @@ def test_logrotate_skips_a_missing_or_empty_log(tmp_path, log_dir):
     assert "log does not need rotating (log is empty)" in output  # notifempty
 
 
+@pytest.mark.integration
 def test_logrotate_check_catches_a_bad_directive(tmp_path, log_dir):
     broken = LOGROTATE.read_text().replace("missingok", "missingok\n    bogus yes")
     with pytest.raises(AssertionError, match="unknown option .bogus."):
@@ -224,11 +231,13 @@ def hadolint(dockerfile: Path, cwd: Path) -> subprocess.CompletedProcess:
                "--no-color", "--failure-threshold", "style", str(dockerfile), cwd=cwd, env=env)
 
 
+@pytest.mark.integration
 def test_dockerfile_lints_clean(tmp_path):
     result = hadolint(DOCKERFILE, tmp_path)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_hadolint_catches_a_bad_dockerfile(tmp_path):
     bad = tmp_path / "Dockerfile"
     bad.write_text(DOCKERFILE.read_text().replace("pip install --no-cache-dir .", "pip install .")

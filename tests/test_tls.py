@@ -46,6 +46,7 @@ def login(port: int, token: str, context: ssl.SSLContext, hostname: str = "local
                   server_hostname=hostname).connect()
 
 
+@pytest.mark.integration
 def test_certs_command_makes_a_ca_and_reuses_it(tmp_path: Path) -> None:
     out = make_certs(tmp_path / "c", "--host", "broker.example")
     ca = (out / "ca.pem").read_bytes()
@@ -58,6 +59,7 @@ def test_certs_command_makes_a_ca_and_reuses_it(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "--host" in refused.stderr
 
 
+@pytest.mark.integration
 def test_a_client_with_the_ca_connects_and_a_wrong_name_or_ca_is_refused(
         start_daemon, token, certs: Path, tmp_path: Path) -> None:
     daemon = tls_daemon(start_daemon, certs)
@@ -81,6 +83,7 @@ def test_a_client_with_the_ca_connects_and_a_wrong_name_or_ca_is_refused(
         assert plain.ping() < 5
 
 
+@pytest.mark.integration
 def test_mutual_tls_refuses_a_device_without_a_certificate(
         start_daemon, token, certs: Path, tmp_path: Path) -> None:
     daemon = tls_daemon(start_daemon, certs, "--tls-ca", str(certs / "ca.pem"),
@@ -97,6 +100,7 @@ def test_mutual_tls_refuses_a_device_without_a_certificate(
         login(port, secret, trusting(certs / "ca.pem", stranger / "client-dev-1.pem"))
 
 
+@pytest.mark.integration
 def test_tls_1_2_is_the_minimum_and_1_3_can_be_required(start_daemon, token, certs: Path) -> None:
     secret = token("dev-1")
     only_12 = trusting(certs / "ca.pem")
@@ -111,6 +115,7 @@ def test_tls_1_2_is_the_minimum_and_1_3_can_be_required(start_daemon, token, cer
         assert client._sock.version() == "TLSv1.3"
 
 
+@pytest.mark.integration
 def test_the_certificate_is_reloaded_on_sighup_and_on_change(
         start_daemon, token, tmp_path: Path) -> None:
     first = make_certs(tmp_path / "first", "--host", "localhost")
@@ -160,6 +165,7 @@ def test_tls_configuration_mistakes_are_named(args: list[str], complaint: str) -
         Options().parseOptions(args)
 
 
+@pytest.mark.integration
 def test_a_bad_certificate_file_stops_the_daemon_with_its_name(start_daemon, tmp_path: Path) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate\n")
@@ -168,6 +174,7 @@ def test_a_bad_certificate_file_stops_the_daemon_with_its_name(start_daemon, tmp
                      expect=("tcp", "tls"))
 
 
+@pytest.mark.integration
 def test_the_command_line_speaks_tls_with_a_ca(start_daemon, token, certs: Path) -> None:
     daemon = tls_daemon(start_daemon, certs)
     common = ("--host", "localhost", "--port", str(daemon.ports["tls"]), f"--token={token('dev-1')}")
@@ -181,6 +188,7 @@ def test_the_command_line_speaks_tls_with_a_ca(start_daemon, token, certs: Path)
     assert "use --ca FILE to verify the server against your CA" in refused.stderr
 
 
+@pytest.mark.integration
 def test_reissuing_over_a_readable_key_makes_it_private_again(tmp_path: Path) -> None:
     out = make_certs(tmp_path / "c", "--host", "broker.example")
     (out / "server.key").chmod(0o644)

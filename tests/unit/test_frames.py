@@ -1,4 +1,4 @@
-"""The sans-IO codec: framing, reassembly in any chunking, oversize skipping."""
+"""The sans-IO codec (hypertcp.protocol.frames): framing, reassembly in any chunking, oversize skipping."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,3 +84,19 @@ def test_oversize_frames_never_desync(sent, limit, data):
     expected = [f if len(f.payload) <= limit else Oversize(f.command, f.msg_id, len(f.payload))
                 for f in sent]
     assert received == expected
+
+
+def test_a_decoder_limit_outside_the_wire_range_is_refused():
+    import pytest
+
+    for bad in (-1, 65536):
+        with pytest.raises(ValueError, match="max_payload"):
+            Decoder(bad)
+
+
+def test_an_oversize_frame_at_the_end_of_a_chunk_is_skipped_in_the_next():
+    decoder = Decoder(max_payload=3)
+    big = encode(Command.JSON_MESSAGE, 9, b"abcdef")
+    assert decoder.feed(big[:5]) == [Oversize(Command.JSON_MESSAGE, 9, 6)]
+    assert decoder.feed(big[5:8]) == []
+    assert decoder.feed(big[8:] + encode(Command.PING, 10, b"ok")) == [Frame(Command.PING, 10, b"ok")]
