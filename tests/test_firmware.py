@@ -549,3 +549,31 @@ def test_the_library_learns_every_status_the_server_answers(start_daemon, token,
         d.expect("flooded 40")
         d.expect(rf"response \d+ {int(Status.QUOTA_LIMIT)}")
     assert "disconnected" not in d.history
+
+
+# -- against the real server: challenge login and stored delivery ----------------
+
+def test_challenge_login_against_the_real_server(server, token, device):
+    d = device(token("esp32-1"), server.port, "--challenge")
+    d.expect("connected")
+    with Client("127.0.0.1", server.port, token=token("app")) as app:
+        d.send("send", "app", '{"via":"challenge"}')
+        message = app.receive(timeout=10)
+        assert message is not None
+        assert (message.sender, message.payload) == ("esp32-1", {"via": "challenge"})
+    wrong = device("not-a-token", server.port, "--challenge", "--backoff", "50:100")
+    wrong.expect(r"login-failed 9 \d+")
+    assert "connected" not in wrong.history
+
+
+def test_a_qos_1_message_to_an_offline_device_is_stored_and_delivered_at_its_login(
+        server, token, device):
+    sender = device(token("esp32-1"), server.port)
+    sender.expect("connected")
+    lamp_token = token("lamp")
+    msg_id = sender.send("sendq", "lamp", '{"switch":"on"}')
+    sender.expect(f"response {msg_id} {int(Status.STORED)}")
+    lamp = device(lamp_token, server.port)
+    lamp.expect("connected")
+    assert printed(lamp.expect(r"message esp32-1 .*").group(0)) == (
+        "message", "esp32-1", {"switch": "on"})
