@@ -182,8 +182,11 @@ def test_clustered_bounds_expiry_sweep_and_purge_in_redis(start_daemon, redis, t
     node = start_daemon("--cluster", redis.url, "--rate-limit", "0",
                         "--set", "store.max_queued=3", "--set", "store.sweep_interval=0.2")
     node.wait_for_log("is up")
-    lamp = token("lamp")
     cluster = ("--cluster", redis.url)
+    # In a cluster the tokens are the cluster's: the node's token file is their copy.
+    added = hypertcp("token", "add", "lamp", *cluster)
+    assert added.returncode == 0, added.stderr
+    lamp = added.stdout.strip().splitlines()[-1]
     with Client("127.0.0.1", node.port, fleet, "app", timeout=10).connect() as app:
         assert app.send("lamp", {"n": 0}, qos=1, ttl=0.3) == Status.STORED
         assert [app.send("lamp", {"n": n}, qos=1) for n in (1, 2, 3)] == [
