@@ -5,6 +5,7 @@ on real sessions for the receiver's RESPONSE, TIMEOUT, and msg_id reuse.
 
 from __future__ import annotations
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 
 from hypertcp.protocol.commands import Command, Status
@@ -66,6 +67,70 @@ def test_the_end_of_the_connection_ends_every_wait_and_cancels_the_timers():
     tracker.end()
     assert waits == [[Status.TIMEOUT]] * 3
     assert clock.getDelayedCalls() == []
+
+
+def test_one_timer_serves_every_wait_of_a_connection():
+    clock = Clock()
+    tracker = AckTracker(clock)
+    waits = [results(tracker.expect(i, timeout=10)) for i in range(1, 101)]
+    assert len(clock.getDelayedCalls()) == 1, "not a timer per delivery"
+    for i in range(1, 51):
+        tracker.acknowledged(i, Status.SUCCESS)
+    clock.advance(10)
+    assert waits[:50] == [[Status.SUCCESS]] * 50
+    assert waits[50:] == [[Status.TIMEOUT]] * 50
+    assert len(tracker) == 0 and clock.getDelayedCalls() == []
+
+
+def test_each_wait_times_out_at_its_own_deadline():
+    clock = Clock()
+    tracker = AckTracker(clock)
+    first = results(tracker.expect(1, timeout=10))
+    clock.advance(4)
+    second = results(tracker.expect(2, timeout=10))
+    clock.advance(6)
+    assert (first, second) == ([Status.TIMEOUT], [])
+    assert len(clock.getDelayedCalls()) == 1, "armed again for the later wait"
+    clock.advance(3.9)
+    assert second == []
+    clock.advance(0.1)
+    assert second == [Status.TIMEOUT]
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_shorter_timeout_after_a_longer_one_keeps_its_deadline():
+    clock = Clock()
+    tracker = AckTracker(clock)
+    slow = results(tracker.expect(1, timeout=30))
+    quick = results(tracker.expect(2, timeout=5))
+    clock.advance(5)
+    assert (slow, quick) == ([], [Status.TIMEOUT])
+    clock.advance(25)
+    assert slow == [Status.TIMEOUT]
+
+
+def test_a_cancelled_wait_takes_no_later_answer():
+    clock = Clock()
+    tracker = AckTracker(clock)
+    d = tracker.expect(1, timeout=10)
+    got = results(d)
+    d.cancel()
+    tracker.acknowledged(1, Status.SUCCESS)
+    clock.advance(10)
+    assert len(got) == 1 and got[0].check(CancelledError)
+    assert len(tracker) == 0
+
+
+def test_a_wait_ending_can_start_another():
+    clock = Clock()
+    tracker = AckTracker(clock)
+    later: list = []
+    first = tracker.expect(1, timeout=10)
+    first.addCallback(lambda _: later.append(results(tracker.expect(2, timeout=10))))
+    clock.advance(10)
+    assert later == [[]], "the next wait is pending"
+    clock.advance(10)
+    assert later == [[Status.TIMEOUT]]
 
 
 # -- acknowledged delivery through the server -------------------------------------
