@@ -31,8 +31,12 @@ class FrameReceiver(Protocol):
             no_delay(True)
 
     def dataReceived(self, data: bytes) -> None:
+        self.dispatch(self._decoder.feed(data))
+
+    def dispatch(self, events: list) -> None:
+        """Hand each decoded frame on, until the connection is closing."""
         transport = self.transport
-        for event in self._decoder.feed(data):
+        for event in events:
             if transport.disconnecting:
                 return
             if type(event) is Frame:

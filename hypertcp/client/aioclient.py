@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import AsyncIterator, Callable, Optional, Union
+from typing import Any, AsyncIterator, Callable, Optional, Union
 
 from hypertcp.client.errors import ACCEPTED, HyperTCPError
+from hypertcp.client.settings import ClientSettings
 from hypertcp.protocol.bodies import Message
 from hypertcp.protocol.client import (
     Answered, ClientConnection, Closing, Delivered, LoginAnswered, Redirected, Refused,
@@ -33,7 +34,7 @@ MAX_REDIRECTS = 5
 FATAL_LOGIN = frozenset((Status.INVALID_TOKEN, Status.NOT_ALLOWED))
 
 
-class AsyncClient:
+class AsyncClient(ClientSettings):
     """
     A logged-in connection to a HyperTCP server, for asyncio programs.
 
@@ -44,28 +45,8 @@ class AsyncClient:
     with backoff, at once by the reader so L{receive} goes on.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: Optional[str] = None,
-                 device_id: Optional[str] = None, timeout: float = 10.0,
-                 ssl_context: Optional[ssl.SSLContext] = None,
-                 server_hostname: Optional[str] = None, heartbeat: float = 30.0,
-                 tls: Optional[bool] = None, *, raise_on_error: bool = False,
-                 reasons: bool = True, reconnect: bool = False,
-                 on_reconnect: Optional[Callable[["AsyncClient"], object]] = None) -> None:
-        if not token:
-            raise ValueError("a HyperTCP client needs a token")
-        self.host, self.port, self.token, self.device_id = host, port, token, device_id
-        self.timeout = timeout
-        self.ssl_context = ssl_context
-        self.tls = ssl_context is not None if tls is None else tls
-        self.server_hostname = server_hostname
-        self.heartbeat = heartbeat
-        self.raise_on_error = raise_on_error
-        self.reasons = reasons
-        self.reconnect = reconnect
-        self.on_reconnect = on_reconnect
-        #: What the server said about the last refusal, and about closing, if it did.
-        self.last_reason: Optional[str] = None
-        self.closing_reason: Optional[str] = None
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
         self._conn: Optional[ClientConnection] = None
         self._writer: Optional[asyncio.StreamWriter] = None
         self._tasks: list[asyncio.Task] = []
@@ -106,7 +87,8 @@ class AsyncClient:
             self.host, self.port, ssl=context,
             server_hostname=(self.server_hostname or self.host) if context else None),
             self.timeout)
-        self._conn = ClientConnection(self.token, self.device_id, reasons=self.reasons)
+        self._conn = ClientConnection(self.token, self.device_id, reasons=self.reasons,
+                                      use_challenge=self.challenge)
         self._writer, self._redirect = writer, None
         self.closing_reason = self.last_reason = None
         self._login = loop.create_future()

@@ -221,14 +221,7 @@ class Session(BoundedConnection, FrameReceiver):
         batch = factory.batch
         batch.begin()
         try:
-            transport = self.transport
-            for event in events:
-                if transport.disconnecting:
-                    return
-                if type(event) is Frame:
-                    self.frameReceived(event)
-                else:
-                    self.oversizeReceived(event)
+            self.dispatch(events)
         finally:
             batch.end()
 
