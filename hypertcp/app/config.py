@@ -131,6 +131,19 @@ def _endpoints(text: str) -> list[str]:
     return [_endpoint(word) for word in text.split()]
 
 
+def _origins(text: str) -> list[str]:
+    """Web origins, scheme://host[:port] each (no path), or * for any."""
+    origins = []
+    for word in text.split():
+        word = word.rstrip("/")
+        scheme, sep, rest = word.partition("://")
+        if word != "*" and (scheme not in ("http", "https") or not sep or not rest
+                            or "/" in rest):
+            raise ValueError(f"{word!r} is not an origin such as https://app.example.com")
+        origins.append(word.lower())
+    return origins
+
+
 def _ssh_endpoints(text: str) -> list[str]:
     """Endpoint strings; a bare port number means that port on loopback only."""
     return _endpoints(" ".join(f"tcp:{word}:interface=127.0.0.1" if word.isdigit() else word
@@ -308,6 +321,16 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                     "refuse token logins; take only challenge logins, which "
                                     "keep the token off the wire"),
     },
+    "web": {
+        "listen": Option(_endpoints, "",
+                         "endpoint strings of the web listeners (dashboard, /ws, /api, "
+                         "/metrics); empty: none"),
+        "tls": Option(_bool, "no", "the web listeners speak HTTPS and WSS with the [tls] certificate"),
+        "allowed_origins": Option(_origins, "",
+                                  "origins of other sites whose pages may open /ws; * for any"),
+        "metrics_token": Option(_text, "",
+                                "bearer token that GET /metrics requires; empty: none"),
+    },
 }
 
 #: What SIGHUP applies to the running server when the config file changed
@@ -400,6 +423,14 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    listen: list[str]
+    tls: bool
+    allowed_origins: list[str]
+    metrics_token: str
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one typed dataclass per section."""
 
@@ -412,6 +443,7 @@ class Config:
     store: StoreConfig
     log: LogConfig
     auth: AuthConfig
+    web: WebConfig
 
 
 #: The dataclass each section is read into.
@@ -508,7 +540,8 @@ def _check(config: Config) -> None:
             f"their heartbeats: it must exceed [limits] client_heartbeat = "
             f"{limits.client_heartbeat:g} (set that to 0 if every device answers the "
             "server's PINGs)")
-    if (tls.listen or balancer.tls) and not tls.certificate:
+    if (tls.listen or balancer.tls or (config.web.listen and config.web.tls)) \
+            and not tls.certificate:
         raise ConfigError("TLS listeners need [tls] certificate (try `hypertcp certs`)")
     if tls.require_client_cert and not tls.ca:
         raise ConfigError("[tls] require_client_cert needs [tls] ca, the CA of the device certificates")

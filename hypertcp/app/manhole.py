@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from hypertcp.app.audit import AuditedManhole, Operator, audited
+from hypertcp.app.buffers import buffered
 from hypertcp.app.config import ConfigError, ManholeConfig
 from hypertcp.app.listeners import DEFAULT_BACKLOG, Listener
 from hypertcp.app.preauth import PreAuthLimit
@@ -131,15 +132,6 @@ def host_key(path: str) -> Key:
     return key
 
 
-def _buffered(transport: Any) -> int:
-    """Bytes queued for the peer that the kernel has not taken yet (below TLS, if any)."""
-    inner = getattr(transport, "transport", None)
-    if inner is not None and hasattr(inner, "dataBuffer"):
-        transport = inner
-    return (len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-            + getattr(transport, "_tempDataLen", 0))
-
-
 def _age(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 3600:
@@ -200,7 +192,7 @@ def namespace(factory: HyperTCPFactory, rates: Rates, balancer: Any = None) -> d
             rows.append((s.device_id or "(not logged in)", s.peer, role,
                          time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.connected_at)),
                          _age(now - s.connected_at), s.messages_in, s.messages_out,
-                         _buffered(s.transport)))
+                         buffered(s.transport)))
         print(_table(rows))
         print(f"{len(factory.sessions)} connections, {len(hub.devices)} devices online")
         if hub.remote is not None:

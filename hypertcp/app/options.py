@@ -91,6 +91,10 @@ class Options(usage.Options):
         print(f"HyperTCP {__version__}")
         raise SystemExit(0)
 
+    def opt_web(self, endpoint: str) -> None:
+        """Serve the dashboard, /ws, /api and /metrics on an endpoint ([web] listen; repeatable)"""
+        self.lists.setdefault(("web", "listen"), []).append(endpoint)
+
     def opt_set(self, assignment: str) -> None:
         """Set any config key: --set section.key=value (repeatable)"""
         name, sep, value = assignment.partition("=")

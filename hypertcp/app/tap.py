@@ -5,9 +5,10 @@ Nothing here decides behaviour.  It builds the token store, the hub and the
 session factory, then one service per configured piece -- a L{Listener}
 per plain TCP endpoint, the token reload timer, the SIGHUP L{Reloader} and
 the parts it reloads, and, only when configured, TLS, the cluster, the
-balancer and the manhole (so their imports, pyOpenSSL and conch, cost
-nothing otherwise).  With C{--workers N} it builds none of that: the
-process runs N workers that do (L{hypertcp.app.workers}).
+balancer, the manhole and the web service (so their imports -- pyOpenSSL,
+conch, Autobahn, prometheus_client -- cost nothing otherwise).  With
+C{--workers N} it builds none of that: the process runs N workers that do
+(L{hypertcp.app.workers}).
 """
 
 from __future__ import annotations
@@ -155,6 +156,10 @@ def build(config: Config, reactor: Any, options: Optional[Options] = None) -> To
         from hypertcp.app.manhole import makeService as manhole_service
         manhole_service(config.manhole, factory, balancer, reactor,
                         backlog).setServiceParent(top)
+    if config.web.listen:
+        from hypertcp.app.web.service import makeService as web_service
+        web_service(config.web, factory, certificate, top, reactor, backlog,
+                    reuse_port).setServiceParent(top)
     return top
 
 

@@ -49,9 +49,9 @@ class HyperTCPFactory(ServerFactory):
         self.admission = Admission(self, clock, self.count)
         hub.broadcast_budget = BroadcastBudget(limits.broadcast_rate,
                                                limits.broadcast_rate_total, clock)
-        # Frames received on connections since closed: with the live ones'
-        # messages_in, a total the manhole turns into messages per second.
-        self.closed_messages_in = 0
+        # Frames received on, and sent to, connections since closed: with the
+        # live ones' figures, totals (the manhole's rates, the metrics).
+        self.closed_messages_in = self.closed_messages_out = 0
 
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -76,6 +76,7 @@ class HyperTCPFactory(ServerFactory):
         self.sessions.discard(session)
         self.admission.closed(session)
         self.closed_messages_in += session.messages_in
+        self.closed_messages_out += session.messages_out
         if session.device_id is not None:
             self.hub.detach(session)
 
