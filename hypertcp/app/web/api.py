@@ -113,7 +113,6 @@ class Api(JSONResource):
         header = request.getHeader(b"authorization") or b""
         scheme, _, secret = header.partition(b" ")
         if scheme.lower() != b"bearer" or not secret.strip():
-            request.setHeader(b"www-authenticate", b'Bearer realm="hypertcp"')
             raise Refused(Status.NOT_AUTHENTICATED,
                           "send a HyperTCP token as Authorization: Bearer TOKEN")
         try:
@@ -152,7 +151,10 @@ class Api(JSONResource):
                           status=status_name(status),
                           more=f" ({unlogged} more refusals unlogged since the last)"
                           if unlogged else "")
-        return status_answer(request, status, why, code)
+        answer = status_answer(request, status, why, code)
+        if request.code == 401:
+            request.setHeader(b"www-authenticate", b'Bearer realm="hypertcp"')
+        return answer
 
 
 class _Authorized(JSONResource):
@@ -166,9 +168,9 @@ class _Authorized(JSONResource):
         self.api = api
 
     def render(self, request: WebRequest) -> Union[bytes, int]:
-        handler = getattr(self, "render_" + request.method.decode("ascii", "replace"), None)
+        handler = self.handler(request)
         if handler is None:
-            return super().render(request)  # 405
+            return self.not_allowed(request)
         try:
             record = self.api.authorize(request, self.observer)
         except Refused as e:

@@ -11,7 +11,7 @@ problem, and the failure goes to the log only.
 from __future__ import annotations
 
 from importlib.resources import files
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -77,17 +77,30 @@ class JSONResource(Resource):
     answered 405, a child it does not have 404.
     """
 
-    def render(self, request: Request) -> bytes:
+    def methods(self) -> list[str]:
+        """The methods this resource answers: each C{render_X}, and HEAD where GET is."""
+        names = {name[7:] for name in dir(self)
+                 if name.startswith("render_") and name != "render_HEAD"}
+        if "GET" in names:
+            names.add("HEAD")
+        return sorted(names)
+
+    def handler(self, request: Request) -> Optional[Callable[..., Any]]:
+        """The C{render_X} for the request's method (GET's for HEAD); None if there is none."""
         method = request.method.decode("ascii", "replace")
-        handler = getattr(self, f"render_{method}", None)
-        if handler is None and method == "HEAD":
-            handler = getattr(self, "render_GET", None)
-        if handler is None:
-            allowed = sorted(name[7:] for name in dir(self) if name.startswith("render_"))
-            request.setHeader(b"allow", ", ".join(allowed).encode())
-            return problem(request, 405, f"{method} is not allowed here; use "
-                           + " or ".join(allowed))
-        return handler(request)
+        if method not in self.methods():
+            return None
+        return getattr(self, "render_GET" if method == "HEAD" else f"render_{method}")
+
+    def not_allowed(self, request: Request) -> bytes:
+        allowed = self.methods()
+        request.setHeader(b"allow", ", ".join(allowed).encode())
+        return problem(request, 405, f"{request.method.decode('ascii', 'replace')} is not "
+                                     "allowed here; use " + " or ".join(allowed))
+
+    def render(self, request: Request) -> Any:
+        handler = self.handler(request)
+        return self.not_allowed(request) if handler is None else handler(request)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         return NotFound()

@@ -1,0 +1,91 @@
+"""
+/metrics in-process: the server's own counters, read at scrape time and
+parsed back with prometheus_client's parser, so the names and values are
+what Prometheus itself would store.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address
+
+from hypertcp.app.listeners import Listener
+from tests.webinprocess import WebServer
+
+
+def scrape(server, token=None) -> dict[tuple[str, tuple], float]:
+    response = server.request("GET", "/metrics", token=token)
+    assert response.code == 200, response
+    assert response.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.body.decode())
+            for sample in family.samples}
+
+
+def test_metrics_are_the_servers_own_counters(tmp_path):
+    server = WebServer(tmp_path)
+    lamp = server.online("lamp-1")
+    panel = server.web_online("panel-1")
+    server.online("ops", "observer", device_id="ops")
+    panel.send("lamp-1", {})
+    panel.send("nobody", {})
+    lamp.message("panel-1", {})
+    lamp.send_json(30, {"no": "payload"})
+    idle = server.connect()
+    server.clock.advance(server.limits.login_timeout)  # closes the one that never logged in
+    assert idle.closing  # closing, still open until the peer goes
+
+    got = scrape(server)
+    assert got[("hypertcp_connections", (("transport", "tcp"),))] == 3
+    assert got[("hypertcp_connections", (("transport", "ws"),))] == 1
+    assert got[("hypertcp_connections_opened_total", ())] == 4
+    assert got[("hypertcp_sessions", (("role", "device"),))] == 2
+    assert got[("hypertcp_sessions", (("role", "observer"),))] == 1
+    assert got[("hypertcp_devices", ())] == 3
+    assert got[("hypertcp_messages_received_total", (("transport", "ws"),))] == 3
+    assert got[("hypertcp_messages_received_total", (("transport", "tcp"),))] == 4
+    assert got[("hypertcp_deliveries_total", ())] == 2
+    assert got[("hypertcp_refusals_total", (("status", "DEVICE_NOT_IN_NETWORK"),))] == 1
+    assert got[("hypertcp_refusals_total", (("status", "ILLEGAL_COMMAND_BODY"),))] == 1
+    assert got[("hypertcp_drops_total", (("reason", "login_timeout"),))] == 1
+    assert got[("hypertcp_drops_total", (("reason", "slow_receiver"),))] == 0
+    assert ("process_resident_memory_bytes", ()) in got
+
+
+def test_closed_connections_keep_their_counts(tmp_path):
+    server = WebServer(tmp_path)
+    lamp = server.online("lamp-1")
+    panel = server.web_online("panel-1")
+    lamp.message("panel-1", {})
+    panel.send("lamp-1", {})
+    panel.lose()
+    lamp.lose()
+    got = scrape(server)
+    assert got[("hypertcp_messages_received_total", (("transport", "ws"),))] == 2
+    assert got[("hypertcp_messages_sent_total", (("transport", "ws"),))] == 1
+    assert got[("hypertcp_messages_received_total", (("transport", "tcp"),))] == 2
+    assert got[("hypertcp_messages_sent_total", (("transport", "tcp"),))] == 1
+
+
+def test_listener_figures(tmp_path):
+    server = WebServer(tmp_path)
+
+    class Bound:  # what a listening port answers about itself
+        def getHost(self):
+            return IPv4Address("TCP", "127.0.0.1", 8081)
+
+    listener = Listener("web", "tcp:0", server.site, server.clock)
+    listener.port = Bound()
+    listener.setServiceParent(server.top)
+    server.web_online("panel-1")
+    got = scrape(server)
+    assert got[("hypertcp_listener_connections",
+                (("address", "127.0.0.1:8081"), ("kind", "web")))] == 1
+
+
+def test_metrics_token(tmp_path):
+    server = WebServer(tmp_path, metrics_token="s3cret")
+    refused = server.request("GET", "/metrics")
+    assert refused.code == 401 and "metrics_token" in refused.json()["error"]
+    assert server.request("GET", "/metrics", token="wrong").code == 401
+    assert ("hypertcp_devices", ()) in scrape(server, token="s3cret")
