@@ -155,6 +155,16 @@ def test_acknowledged_delivery_waits_for_the_browsers_ack(server):
     assert lamp.answer(msg_id) == Status.NOT_ALLOWED
 
 
+def test_an_ack_without_a_status_is_success(server):
+    lamp = server.online("lamp-1")
+    panel = server.web_online("panel-1")
+    msg_id = lamp.message("panel-1", {"q": 1}, ack=True)
+    [message] = panel.of_type("message")
+    panel.send_json({"action": "ack", "ref": message["ref"]})  # as hypertcp.js sends it
+    assert lamp.answer(msg_id) == Status.SUCCESS
+    assert panel.messages() == []
+
+
 def test_acknowledged_delivery_times_out_without_an_ack(tmp_path):
     server = WebServer(tmp_path, ack_timeout=3)
     lamp = server.online("lamp-1")

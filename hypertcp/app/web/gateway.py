@@ -403,7 +403,7 @@ class WebSession(WebSocketServerProtocol):
                        POLICY)
             return
         body = action.body
-        ref, status = body.get("ref"), body.get("status", SUCCESS)
+        ref, status = body.get("ref"), body.get("status", 200)  # an int: not the IntEnum
         if type(ref) is not int or type(status) is not int or not 0 <= status <= 255:
             self._refuse(action.id, Status.ILLEGAL_COMMAND_BODY,
                          'an ack needs a "ref" number, and a "status" from 0 to 255 if any',

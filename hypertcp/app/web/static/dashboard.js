@@ -13,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 let client = null;
 let token = null;
 let refreshTimer = null;
-let refreshSoon = null;
+let refreshSoon = null;  // a refresh is due
 const known = new Set();
 
 $("login-form").addEventListener("submit", async (event) => {
@@ -81,12 +81,17 @@ function received(message) {
   if (message.from === "server" && typeof payload.event === "string") {
     const verb = { deviceConnected: "connected", deviceDisconnected: "disconnected", deviceStatus: "online" }[payload.event] ?? payload.event;
     if (payload.event !== "deviceStatus") note(`${payload.deviceId} ${verb} (${payload.clientId})`, "presence");
-    clearTimeout(refreshSoon);
-    refreshSoon = setTimeout(refresh, 50);
+    soon();
     return;
   }
+  soon();
   const kind = message.type === "broadcast" ? "broadcast from" : message.to === "server" ? "telemetry from" : "from";
   note(`${kind} ${message.from}: ${JSON.stringify(payload)}`, "message");
+}
+
+// The figures again shortly after something happened, at most a few times a second.
+function soon() {
+  if (refreshSoon === null) refreshSoon = setTimeout(() => { refreshSoon = null; refresh(); }, 200);
 }
 
 async function refresh() {

@@ -1,0 +1,109 @@
+"""
+The dashboard in a real browser: Debian's headless Chromium, driven by
+Selenium through Debian's chromedriver, offline (nothing downloads a
+browser or a driver), against the real daemon.  A device that logs in over
+TCP appears in the table, a message sent from the page reaches it, and
+what it sends the dashboard appears on the page.
+
+With HYPERTCP_SCREENSHOT=PATH the run also saves its screenshot there (the
+README's picture is made this way: docs/dashboard.png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import WebDriverWait
+
+from hypertcp.protocol.commands import Command
+from tests.raw import Raw
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), \
+        "Debian's chromium and chromium-driver are needed (the README's test command installs them)"
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not fetch anything
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--window-size=1360,860"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
+                              options=options)
+    yield driver
+    driver.quit()
+
+
+def wait(driver, condition, timeout: float = 10):
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def text_in(element_id: str, text: str):
+    return seen.text_to_be_present_in_element((By.ID, element_id), text)
+
+
+def row(device_id: str):
+    return seen.presence_of_element_located(
+        (By.CSS_SELECTOR, f'#device-rows tr[data-id="{device_id}"]'))
+
+
+def test_dashboard_sees_devices_and_carries_messages(start_daemon, token, browser, tmp_path):
+    daemon = start_daemon("--web", "tcp:0:interface=127.0.0.1", expect=("tcp", "web"))
+    browser.get(f"http://127.0.0.1:{daemon.ports['web']}/")
+    browser.find_element(By.ID, "token").send_keys(token("ops", "--role", "observer"))
+    browser.find_element(By.ID, "login-form").submit()
+    wait(browser, text_in("state", "online"))
+    wait(browser, seen.visibility_of_element_located((By.ID, "board")))
+
+    with Raw(daemon.port) as sensor, Raw(daemon.port) as lamp:
+        assert sensor.login_json(token("sensor-1")) == 200
+        assert lamp.login_json(token("lamp-2")) == 200
+        wait(browser, row("sensor-1"))
+        wait(browser, text_in("events", "sensor-1 connected"))
+
+        target = browser.find_element(By.ID, "target")
+        target.send_keys("sensor-1")
+        payload = browser.find_element(By.ID, "payload")
+        payload.clear()
+        payload.send_keys('{"text": "hello from the page"}')
+        browser.find_element(By.ID, "send-form").submit()
+        assert sensor.message() == {"from": "dashboard", "payload": {"text": "hello from the page"}}
+        wait(browser, text_in("send-result", "sensor-1: SUCCESS (200)"))
+
+        reading = {"temperature": 21.5, "humidity": 40}
+        assert sensor.request(Command.JSON_MESSAGE, json.dumps(
+            {"targetId": "dashboard", "payload": reading}).encode()) == 200
+        wait(browser, text_in("events", "from sensor-1: " + json.dumps(reading, separators=(",", ":"))))
+        assert lamp.request(Command.JSON_MESSAGE, json.dumps(
+            {"targetId": "server", "payload": {"watts": 7}}).encode()) == 200
+        wait(browser, text_in("events", 'telemetry from lamp-2: {"watts":7}'))
+        # The figures follow: lamp-2 has sent its login and one message.
+        wait(browser, lambda driver: driver.find_element(
+            By.CSS_SELECTOR, '#device-rows tr[data-id="lamp-2"] td:nth-child(6)').text == "2")
+
+        shot = tmp_path / "dashboard.png"
+        assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        wanted = os.environ.get("HYPERTCP_SCREENSHOT")
+        if wanted:
+            Path(wanted).write_bytes(shot.read_bytes())
+
+    wait(browser, text_in("events", "sensor-1 disconnected"))
+    wait(browser, seen.invisibility_of_element_located(
+        (By.CSS_SELECTOR, '#device-rows tr[data-id="sensor-1"]')))
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors  # no script errors, no policy violations
