@@ -64,9 +64,19 @@ def _bench(args: argparse.Namespace) -> None:
                     found.append(sink)
             return found
 
+        ordered = targets()
+        if args.transport == "ws":
+            if kind != "pairs" or args.port is not None or args.tls:
+                raise BenchError("--transport ws measures pairs, without TLS, through a server "
+                                 "the bench starts")
+            from hypertcp.bench.websocket import start as start_ws
+            # TCP<->TCP second: without a peer, the ratios are taken to the second run.
+            ordered[:1] = [lambda: start_ws(args.server_arg, True, args.backlog), ordered[0],
+                           lambda: start_ws(args.server_arg, False, args.backlog)]
+
         runs: dict[str, dict] = {}
         names: dict[str, str] = {}
-        for start in targets():
+        for start in ordered:
             broker = start()
             if broker is None:
                 print("hypertcp bench: mosquitto is not installed (apt-get install mosquitto); "
@@ -85,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     """The C{hypertcp bench} command: 0, or 1 with the reason on stderr."""
     try:
         if args.qos:
+            if args.transport != "tcp":
+                raise BenchError("--qos 1 measures TCP devices; --transport ws is for pairs")
             from hypertcp.bench.stored import run as run_stored
             run_stored(args)
         else:
@@ -127,6 +139,9 @@ def add_parser(subparsers: Any) -> None:
                       help="seconds of load before measuring (default: %(default)s)")
     load.add_argument("--procs", type=int, default=1, metavar="K",
                       help="load-generator processes (default: %(default)s)")
+    load.add_argument("--transport", choices=("tcp", "ws"), default="tcp",
+                      help="ws: also run the pairs with one end on the WebSocket gateway, "
+                           "WS->TCP and TCP->WS, beside TCP<->TCP (default: %(default)s)")
     stored = parser.add_argument_group("store and forward")
     stored.add_argument("--qos", type=int, choices=(0, 1), default=0,
                         help="1: instead, measure qos-1 messages -- stored for offline devices "

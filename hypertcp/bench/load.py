@@ -31,6 +31,9 @@ def _connect_pairs(proto: Any, address: Optional[tuple[str, int]], first: int, c
     pairs = []
     for i in range(first, first + count):
         pairs.append(Pair(i, proto.template(f"bench-s-{i}", f"bench-r-{i}", inner)))
+    if hasattr(proto, "connect_pairs"):  # an end on another transport: hypertcp.bench.websocket
+        proto.connect_pairs(address, pairs)
+        return pairs
     if address is None:
         ends = socket_pairs(count)
         for pair, (near, far) in zip(pairs, ends):

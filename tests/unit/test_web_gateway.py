@@ -13,7 +13,7 @@ import pytest
 from hypertcp.app.web.gateway import CLOSE_TIMEOUT, SKIP_LIMIT
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.server.tokens import TokenStore
-from tests.webinprocess import BINARY, PING, TEXT, WebServer
+from tests.webinprocess import BINARY, PING, TEXT, WebServer, client_frame
 
 
 @pytest.fixture
@@ -107,6 +107,17 @@ def test_fragmented_message_within_the_limit_is_reassembled(server):
     ws.send_frame(TEXT, text[:5], fin=False)
     ws.send_frame(0, text[5:])
     assert ws.status(42)["status"] == 200
+
+
+def test_frames_many_to_a_read_or_split_across_reads(server):
+    ws = server.web_online("d-1")
+    frames = b"".join(client_frame(TEXT, json.dumps({"action": "ping", "id": i}).encode())
+                      for i in range(1, 5))
+    frames += client_frame(TEXT, json.dumps({"action": "ping", "id": 5, "pad": "p" * 300}).encode())
+    ws.session.dataReceived(frames[:-200])
+    ws.session.dataReceived(frames[-200:-7])
+    ws.session.dataReceived(frames[-7:])
+    assert [m["id"] for m in ws.of_type("status")] == [1, 2, 3, 4, 5]
 
 
 def test_observer_browser_sees_presence_of_tcp_devices(server):

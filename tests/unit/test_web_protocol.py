@@ -7,10 +7,12 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from hypertcp.app.web.gateway import text_frame
+from hypertcp.app.web.gateway import text_frame, unmask
 from hypertcp.protocol.bodies import delivery_body, event_body, redirect_body
 from hypertcp.protocol.commands import Command
-from hypertcp.protocol.web import MAX_ID, BadAction, delivery, parse_action, status_body
+from hypertcp.protocol.web import (
+    MAX_ID, BadAction, delivery, parse_action, status_body, success_body,
+)
 from tests.webinprocess import TEXT, server_frames
 
 json_values = st.recursive(
@@ -66,3 +68,14 @@ def test_status_body_says_the_meaning_when_no_reason_is_given():
     assert json.loads(status_body(4, 7)) == {
         "type": "status", "id": 4, "status": 7, "name": "DEVICE_NOT_IN_NETWORK",
         "reason": "the target is not connected"}
+
+
+@given(payload=st.binary(max_size=300), key=st.binary(min_size=4, max_size=4))
+def test_unmask_undoes_the_clients_mask(payload, key):
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    assert unmask(masked, key) == payload
+
+
+@given(msg_id=st.integers(0, MAX_ID))
+def test_success_body_is_the_status_body_of_success(msg_id):
+    assert success_body(msg_id) == status_body(msg_id, 200)

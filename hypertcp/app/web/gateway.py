@@ -32,7 +32,7 @@ from hypertcp.protocol.bodies import BadBody, parse_login, parse_send, redirect_
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.protocol.web import (
-    NAMES, Action, BadAction, delivery, error_body, parse_action, status_body,
+    NAMES, Action, BadAction, delivery, error_body, parse_action, status_body, success_body,
 )
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
@@ -57,6 +57,14 @@ SKIP_LIMIT = 1 << 20
 CLOSE_TIMEOUT = 5.0
 
 _SHORT, _MEDIUM, _LONG = struct.Struct("!BB"), struct.Struct("!BBH"), struct.Struct("!BBQ")
+
+
+def unmask(payload: bytes, key: bytes) -> bytes:
+    """A client frame's payload with its 4-byte masking C{key} undone (RFC 6455 5.3)."""
+    n = len(payload)
+    keys = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")).to_bytes(
+        n, "little")
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -213,7 +221,9 @@ class WebSession(WebSocketServerProtocol):
         """The status of an action; one without an id is answered only when refused."""
         if status != SUCCESS:
             self.node.count(Status(status).name.lower())
-        elif msg_id is None and not extra:
+        elif not extra and reason is None:
+            if msg_id is not None:
+                self.write(text_frame(success_body(msg_id)))
             return
         self.write(text_frame(status_body(msg_id, status, reason, **extra)))
 
@@ -297,6 +307,50 @@ class WebSession(WebSocketServerProtocol):
         finally:
             batch.end()
 
+    def processData(self) -> bool:
+        """
+        Read the frames nearly every message is -- whole, unfragmented,
+        masked text frames under 64 KiB -- straight off the buffer, and
+        leave anything else (control frames, fragments, partial frames,
+        whatever breaks the rules) to Autobahn.  Autobahn's general reader
+        costs a masker object and a copy of the rest of the buffer per
+        frame, most of the gateway's time under load.
+        """
+        if self.current_frame is None and self.state == OPEN and not self.inside_message:
+            data = self.data
+            used = self._text_frames(data)
+            if used:
+                self.data = data = data[used:]
+            if not data:
+                return False
+        return super().processData()
+
+    def _text_frames(self, data: bytes) -> int:
+        """Dispatch the plain text frames at the front of C{data}; return the bytes used."""
+        off, end = 0, len(data)
+        while end - off >= 6 and self.state == OPEN and not self.dropped:
+            length = data[off + 1]
+            if data[off] != 0x81 or length < 0x80:
+                break  # not FIN + text, or not masked: Autobahn's to judge
+            length &= 0x7F
+            at = off + 2
+            if length == 126:
+                if end - at < 2:
+                    break
+                length = (data[at] << 8) | data[at + 1]
+                if length < 126:
+                    break
+                at += 2
+            elif length == 127:
+                break
+            stop = at + 4 + length
+            if stop > end:
+                break
+            self._size = length
+            self._message_text(unmask(data[at + 4:stop], data[at:at + 4]))
+            off = stop
+        return off
+
     def onMessageBegin(self, isBinary: bool) -> None:
         self._binary = isBinary
         self._size = 0
@@ -318,20 +372,27 @@ class WebSession(WebSocketServerProtocol):
     def onMessageEnd(self) -> None:
         if self.closing_reason is not None or self.dropped:
             return
-        self.last_seen = self.node.clock.seconds()
-        limit = self.node.limits.max_payload
         if self._binary:
+            self.last_seen = self.node.clock.seconds()
             self._refuse(None, Status.ILLEGAL_COMMAND_BODY,
                          "binary frames are not used: send JSON as text", error=True)
-        elif self._size > limit:
-            self.node.count("oversize")
+        else:
+            self._message_text(self._parts[0] if len(self._parts) == 1
+                               else b"".join(self._parts))
+        self._parts = []
+
+    def _message_text(self, text: bytes) -> None:
+        """A whole text message of C{self._size} bytes (only the first C{max_payload} kept)."""
+        node = self.node
+        self.last_seen = node.clock.seconds()
+        limit = node.limits.max_payload
+        if self._size > limit:
+            node.count("oversize")
             self._refuse(None, Status.ILLEGAL_COMMAND_BODY,
                          f"{self._size}-byte message over the {limit}-byte limit skipped",
                          error=True, count=False)
         else:
-            text = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
             self._received(text)
-        self._parts = []
 
     def onPing(self, payload: bytes) -> None:
         self.last_seen = self.node.clock.seconds()
