@@ -105,5 +105,17 @@ def test_dashboard_sees_devices_and_carries_messages(start_daemon, token, browse
     wait(browser, text_in("events", "sensor-1 disconnected"))
     wait(browser, seen.invisibility_of_element_located(
         (By.CSS_SELECTOR, '#device-rows tr[data-id="sensor-1"]')))
+
+    # Kicked, the page's client logs in again by itself.
+    with Raw(daemon.port) as boss:
+        assert boss.login_json(token("boss", "--role", "observer"), "boss") == 200
+        assert boss.request(Command.JSON_MESSAGE, json.dumps(
+            {"targetId": "server", "payload": {"command": "kick", "deviceId": "dashboard"}}
+        ).encode()) == 200
+        wait(browser, text_in("events", "connection lost (1000: kicked by an operator)"))
+        wait(browser, text_in("events", "logged in again as dashboard"))
+        wait(browser, row("boss"))
+    daemon.wait_for_log("logged in over WebSocket as dashboard", timeout=10)
+    assert daemon.output.count("logged in over WebSocket as dashboard") == 2
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors  # no script errors, no policy violations

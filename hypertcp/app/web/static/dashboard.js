@@ -71,9 +71,15 @@ $("send-form").addEventListener("submit", async (event) => {
 
 function showState(state, detail) {
   const badge = $("state");
-  badge.textContent = state === "offline" && detail ? `offline, retrying in ${Math.ceil(detail.retryIn / 1000)} s` : state;
+  badge.textContent = state;
   badge.className = `state ${state}`;
-  if (state === "online" && refreshTimer) refresh();
+  if (state === "offline") {
+    const why = detail.reason ? `${detail.code}: ${detail.reason}` : `${detail.code}`;
+    note(`connection lost (${why}); logging in again in ${(detail.retryIn / 1000).toFixed(1)} s`, "error");
+  } else if (state === "online" && refreshTimer) {
+    note(`logged in again as ${detail.deviceId}`, "presence");
+    refresh();
+  }
 }
 
 function received(message) {
