@@ -35,4 +35,5 @@ def test_websocket_pairs_beside_tcp():
 def test_websocket_pairs_need_a_server_the_bench_starts():
     result = hypertcp("bench", "--transport", "ws", "--port", "1", "--token", "x")
     assert result.returncode == 1
-    assert "--transport ws measures pairs through a server the bench starts" in result.stderr
+    assert "--transport ws measures pairs, without TLS, through a server the bench starts" \
+        in result.stderr

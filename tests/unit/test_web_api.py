@@ -39,7 +39,7 @@ def test_send_to_a_device_that_is_away_is_a_404_with_the_status(server):
     response = post(server, {"targetId": "ghost", "payload": {}}, server.token("b", "fleet"))
     assert response.code == 404
     assert response.json() == {"status": 7, "name": "DEVICE_NOT_IN_NETWORK",
-                               "reason": "to 'ghost': the target is not connected"}
+                               "reason": "'ghost' is not connected"}
 
 
 def test_send_with_ack_waits_for_the_receiver(server):

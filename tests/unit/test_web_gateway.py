@@ -31,6 +31,9 @@ def test_browser_and_device_exchange_messages_both_ways(server):
 
     lamp.message("panel-1", {"watts": 9})
     [message] = panel.of_type("message")
+    refused = panel.status(panel.send("ghost", {}))
+    assert (refused["name"], refused["reason"]) == ("DEVICE_NOT_IN_NETWORK",
+                                                    "'ghost' is not connected")
     assert message["from"] == "lamp-1" and message["payload"] == {"watts": 9}
     assert isinstance(message["ref"], int)
 

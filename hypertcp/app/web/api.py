@@ -215,7 +215,8 @@ class SendResource(_Authorized):
 
     def _done(self, request: WebRequest, sender: ApiSender, target: str, status: int) -> bytes:
         if status not in (Status.SUCCESS, Status.STORED):
-            return self.api.refuse(request, status, f"to {target!r}: "
+            why = getattr(status, "why", None)  # the hub's Answer explains its refusals
+            return self.api.refuse(request, status, why or f"to {target!r}: "
                                    + MEANING.get(status, status_name(status)))
         extra: dict[str, Any] = {"from": sender.device_id}
         if sender.replies:

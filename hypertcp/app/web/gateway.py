@@ -123,7 +123,8 @@ class WebSession(WebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         node = self.node = self.factory.node
-        limits = node.limits
+        # Its own copy, as a TCP session's: a SIGHUP's new limits are for new connections.
+        limits = self.limits = node.limits
         clock = node.clock
         now = clock.seconds()
         addr = self.transport.getPeer()
@@ -199,7 +200,7 @@ class WebSession(WebSocketServerProtocol):
         node = self.node
         if self._paused:
             self._queued += len(data)
-            cap = node.limits.max_outbound_buffer
+            cap = self.limits.max_outbound_buffer
             if self._queued > cap:
                 node.count("slow_receiver")
                 self.abort(f"slow receiver: outbound buffer over {cap} bytes")
@@ -218,9 +219,13 @@ class WebSession(WebSocketServerProtocol):
 
     def _answer(self, msg_id: Optional[int], status: int, reason: Optional[str] = None,
                 **extra: Any) -> None:
-        """The status of an action; one without an id is answered only when refused."""
+        """
+        The status of an action; one without an id is answered only when
+        refused.  A refusal the hub explains (an L{Answer}) says why.
+        """
         if status != SUCCESS:
             self.node.count(Status(status).name.lower())
+            reason = reason or getattr(status, "why", None)
         elif not extra and reason is None:
             if msg_id is not None:
                 self.write(text_frame(success_body(msg_id)))
@@ -363,7 +368,7 @@ class WebSession(WebSocketServerProtocol):
             self.close(f"{self._size}-byte message over {SKIP_LIMIT} bytes", TOO_BIG)
 
     def onMessageFrameData(self, payload: bytes) -> None:
-        if self._size <= self.node.limits.max_payload:
+        if self._size <= self.limits.max_payload:
             self._parts.append(payload)
 
     def onMessageFrameEnd(self) -> None:
@@ -385,7 +390,7 @@ class WebSession(WebSocketServerProtocol):
         """A whole text message of C{self._size} bytes (only the first C{max_payload} kept)."""
         node = self.node
         self.last_seen = node.clock.seconds()
-        limit = node.limits.max_payload
+        limit = self.limits.max_payload
         if self._size > limit:
             node.count("oversize")
             self._refuse(None, Status.ILLEGAL_COMMAND_BODY,
@@ -528,12 +533,12 @@ class WebSession(WebSocketServerProtocol):
 
     def _login_expired(self) -> None:
         self.node.count("login_timeout")
-        why = f"no login within {self.node.limits.login_timeout:g} s"
+        why = f"no login within {self.limits.login_timeout:g} s"
         self.write(text_frame(error_body(Status.TIMEOUT, why)))
         self.close(why, POLICY)
 
     def _idle_check(self) -> None:
-        limit = self.node.limits.idle_timeout
+        limit = self.limits.idle_timeout
         clock = self.node.clock
         silent = clock.seconds() - self.last_seen
         if silent >= limit:

@@ -40,7 +40,7 @@ def site(config: WebConfig, node: "HyperTCPFactory", top: Any, reactor: Any) -> 
     collector = NodeCollector(node, gateway, lambda: list(listeners(top)))
     tree = root({b"ws": GatewayResource(gateway), b"api": Api(node, gateway),
                  b"metrics": MetricsResource(registry(collector), config.metrics_token)})
-    return WebSite(tree, node.limits.max_payload, reactor)
+    return WebSite(tree, lambda: node.limits.max_payload, reactor)
 
 
 def makeService(config: WebConfig, node: "HyperTCPFactory",

@@ -156,9 +156,15 @@ class WebSite(Site):
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, root: Resource, body_limit: int, reactor: Any = None) -> None:
+    def __init__(self, root: Resource, body_limit: Callable[[], int], reactor: Any = None
+                 ) -> None:
         super().__init__(root, reactor=reactor)
-        self.body_limit = body_limit
+        self._body_limit = body_limit
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body kept, in bytes: asked each time, as SIGHUP may change it."""
+        return self._body_limit()
 
     def log(self, request: Request) -> None:
         pass
