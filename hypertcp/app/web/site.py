@@ -23,11 +23,15 @@ JSON = b"application/json"
 
 
 def answer(request: Request, code: int, value: Any) -> bytes:
-    """A JSON body with HTTP status C{code}; the caller returns it from its render."""
+    """
+    A JSON body with HTTP status C{code}; the caller returns it from its
+    render.  It ends in a newline, so a shell prompt after curl's output
+    starts on a line of its own.
+    """
     request.setResponseCode(code)
     request.setHeader(b"content-type", JSON)
     request.setHeader(b"cache-control", b"no-store")
-    return dumps(value)
+    return dumps(value) + b"\n"
 
 
 def problem(request: Request, code: int, why: str, **extra: Any) -> bytes:
