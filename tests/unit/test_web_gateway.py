@@ -226,8 +226,24 @@ def test_slow_reader_is_dropped_past_the_outbound_cap(tmp_path):
         lamp.message("panel-1", {"pad": "x" * 100})
     assert panel.transport.disconnected  # aborted, not closed politely
     assert server.factory.counters["slow_receiver"] == 1
-    assert "panel-1" not in server.hub.devices
+    written = panel.transport.value()
+    lamp.message("panel-1", {})
+    assert panel.transport.value() == written  # nothing more is queued for it
+    panel.lose()
     assert lamp.answer(lamp.message("panel-1", {})) == Status.DEVICE_NOT_IN_NETWORK
+
+
+def test_a_slow_reader_dropped_during_a_broadcast_does_not_break_it(tmp_path):
+    server = WebServer(tmp_path, max_outbound_buffer=4096)
+    lamp = server.online("lamp-1")
+    slow = server.web_online("slow-1")
+    others = [server.web_online(f"other-{i}") for i in range(3)]
+    slow.transport.producer.pauseProducing()
+    for _ in range(30):
+        msg_id = lamp.send_json(Command.BROADCAST, {"payload": {"pad": "x" * 200}})
+        assert lamp.answer(msg_id) == Status.SUCCESS
+    assert slow.transport.disconnected
+    assert all(len(other.of_type("broadcast")) == 30 for other in others)
 
 
 def test_login_deadline_says_timeout_and_closes(tmp_path):

@@ -298,7 +298,8 @@ class WebSession(WebSocketServerProtocol):
         self.closing_reason = reason
         self.logger.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
                          device=self.device_id or "not logged in", why=reason)
-        self.node.hub.detach(self)
+        # It leaves the hub when the connection is lost: a write aborts it
+        # in the middle of the hub's broadcast loop over its peers.
         self.transport.abortConnection()
 
     # -- receiving: whole messages, the oversize skipped, text dispatched --
