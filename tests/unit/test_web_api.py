@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.commands import Command
 from tests.webinprocess import WebServer
 
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from hypertcp.app.web.gateway import CLOSE_TIMEOUT, SKIP_LIMIT
+from hypertcp.app.web.session import CLOSE_TIMEOUT, SKIP_LIMIT
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.server.tokens import TokenStore
 from tests.webinprocess import BINARY, PING, TEXT, WebServer, client_frame

@@ -7,7 +7,7 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from hypertcp.app.web.gateway import text_frame, unmask
+from hypertcp.app.web.frames import text_frame, unmask
 from hypertcp.protocol.bodies import delivery_body, event_body, redirect_body
 from hypertcp.protocol.commands import Command
 from hypertcp.protocol.web import (
