@@ -11,7 +11,7 @@ from hypertcp.app.web.frames import text_frame, unmask
 from hypertcp.protocol.bodies import delivery_body, event_body, redirect_body
 from hypertcp.protocol.commands import Command
 from hypertcp.protocol.web import (
-    MAX_ID, BadAction, delivery, parse_action, status_body, success_body,
+    MAX_ID, BadAction, delivery, parse_action, status_body, success_body, success_frame,
 )
 from tests.webinprocess import TEXT, server_frames
 
@@ -79,3 +79,4 @@ def test_unmask_undoes_the_clients_mask(payload, key):
 @given(msg_id=st.integers(0, MAX_ID))
 def test_success_body_is_the_status_body_of_success(msg_id):
     assert success_body(msg_id) == status_body(msg_id, 200)
+    assert success_frame(msg_id) == text_frame(success_body(msg_id))

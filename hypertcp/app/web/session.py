@@ -29,7 +29,7 @@ from hypertcp.protocol.bodies import BadBody, parse_login, parse_send, redirect_
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.protocol.web import (
-    NAMES, Action, BadAction, delivery, error_body, parse_action, status_body, success_body,
+    NAMES, Action, BadAction, delivery, error_body, parse_action, status_body, success_frame,
 )
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
@@ -42,7 +42,9 @@ if TYPE_CHECKING:
     from hypertcp.app.web.gateway import WebGateway
     from hypertcp.server.tokens import TokenRecord
 
+# Bound once: the per-message path compares against these (an enum lookup costs ~60 ns).
 RESPONSE, SUCCESS = Command.RESPONSE, Status.SUCCESS
+_Refusal = rules.Refusal
 OPEN = WebSocketProtocol.STATE_OPEN
 CONNECTING = WebSocketProtocol.STATE_CONNECTING
 # Close codes (RFC 6455 7.4.1).
@@ -200,7 +202,7 @@ class WebSession(WebSocketServerProtocol):
             reason = reason or getattr(status, "why", None)
         elif not extra and reason is None:
             if msg_id is not None:
-                self.write(text_frame(success_body(msg_id)))
+                self.write(success_frame(msg_id))
             return
         self.write(text_frame(status_body(msg_id, status, reason, **extra)))
 
@@ -328,7 +330,10 @@ class WebSession(WebSocketServerProtocol):
             if stop > end:
                 break
             self._size = length
-            self._message_text(unmask(data[at + 4:stop], data[at:at + 4]))
+            if length > self.limits.max_payload:
+                self._oversize()
+            else:
+                self._received(unmask(data[at + 4:stop], data[at:at + 4]))
             off = stop
         return off
 
@@ -356,23 +361,21 @@ class WebSession(WebSocketServerProtocol):
         if self._binary:
             self._refuse(None, Status.ILLEGAL_COMMAND_BODY,
                          "binary frames are not used: send JSON as text", error=True)
+        elif self._size > self.limits.max_payload:
+            self._oversize()
         else:
-            self._message_text(self._parts[0] if len(self._parts) == 1
-                               else b"".join(self._parts))
+            self._received(self._parts[0] if len(self._parts) == 1 else b"".join(self._parts))
         self._parts = []
 
-    def _message_text(self, text: bytes) -> None:
-        """A whole text message of C{self._size} bytes (only the first C{max_payload} kept)."""
-        limit = self.limits.max_payload
-        if self._size > limit:
-            self.node.count("oversize")
-            self._refuse(None, Status.ILLEGAL_COMMAND_BODY,
-                         f"{self._size}-byte message over the {limit}-byte limit skipped",
-                         error=True, count=False)
-        else:
-            self._received(text)
+    def _oversize(self) -> None:
+        """A text message of C{self._size} bytes, over the limit: read, dropped, refused."""
+        self.node.count("oversize")
+        self._refuse(None, Status.ILLEGAL_COMMAND_BODY,
+                     f"{self._size}-byte message over the {self.limits.max_payload}-byte "
+                     "limit skipped", error=True, count=False)
 
     def _received(self, text: bytes) -> None:
+        """A whole text message within the limit: an action, to the connection's rules."""
         try:
             action = parse_action(text)
         except BadAction as e:
@@ -390,7 +393,7 @@ class WebSession(WebSocketServerProtocol):
             # The rules name the frame's command number; a browser knows the action.
             status, _ = rules.action(command, self.device_id is not None)
             self._refuse(action.id, status, f'"{NAMES[command]}" before login')
-        elif type(handler) is rules.Refusal:
+        elif type(handler) is _Refusal:
             self._refuse(action.id, *handler)
         else:
             handler(self, action, text)
@@ -473,27 +476,31 @@ class WebSession(WebSocketServerProtocol):
         self.node.hub.attach(self)
 
     def _message(self, action: Action, text: bytes) -> None:
+        msg_id = action[1]
         try:
             # The action is the TCP client's envelope, to the same rules
             # (parsed once more: the TCP path keeps its inlined parse).
-            send = parse_send(action.command, text)
+            target, payload, ack, _qos, _ttl = parse_send(action[0], text)
         except BadBody as e:
-            self._refuse(action.id, Status.ILLEGAL_COMMAND_BODY, str(e))
+            self._refuse(msg_id, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
         try:
-            result = self.node.hub.route(self, send.target, send.payload, send.ack)
+            result = self.node.hub.route(self, target, payload, ack)
         except JSONEncodeError as e:
-            self._refuse(action.id, Status.ILLEGAL_COMMAND_BODY, f"payload cannot be relayed: {e}")
+            self._refuse(msg_id, Status.ILLEGAL_COMMAND_BODY, f"payload cannot be relayed: {e}")
             return
         except Exception:
             self.logger.failure("{peer} ({device}): routing failed", peer=self.peer,
                                 device=self.device_id)
-            self._answer(action.id, Status.SERVER_EXCEPTION)
+            self._answer(msg_id, Status.SERVER_EXCEPTION)
             return
-        if isinstance(result, int):
-            self._answer(action.id, result)
+        if result == SUCCESS:  # never a Deferred
+            if msg_id is not None:  # the answer to nearly every message, without a call
+                self.write(success_frame(msg_id))
+        elif isinstance(result, int):
+            self._answer(msg_id, result)
         else:
-            result.addCallback(lambda status: self._answer(action.id, status))
+            result.addCallback(lambda status: self._answer(msg_id, status))
 
     # -- timers --
 
