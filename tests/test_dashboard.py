@@ -23,6 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
 
+from hypertcp.protocol.challenge import key_id, proof
 from hypertcp.protocol.commands import Command
 from tests.raw import Raw
 
@@ -65,7 +66,8 @@ def row(device_id: str):
 def test_dashboard_sees_devices_and_carries_messages(start_daemon, token, browser, tmp_path):
     daemon = start_daemon("--web", "tcp:0:interface=127.0.0.1", expect=("tcp", "web"))
     browser.get(f"http://127.0.0.1:{daemon.ports['web']}/")
-    browser.find_element(By.ID, "token").send_keys(token("ops", "--role", "observer"))
+    browser.find_element(By.ID, "token").send_keys(
+        token("ops", "--role", "observer", "--grant", "stats", "kick"))
     browser.find_element(By.ID, "login-form").submit()
     wait(browser, text_in("state", "online"))
     wait(browser, seen.visibility_of_element_located((By.ID, "board")))
@@ -92,6 +94,7 @@ def test_dashboard_sees_devices_and_carries_messages(start_daemon, token, browse
         assert lamp.request(Command.JSON_MESSAGE, json.dumps(
             {"targetId": "server", "payload": {"watts": 7}}).encode()) == 200
         wait(browser, text_in("events", 'telemetry from lamp-2: {"watts":7}'))
+        wait(browser, text_in("counter-list", "delivered"))  # the token is granted stats
         # The figures follow: lamp-2 has sent its login and one message.
         wait(browser, lambda driver: driver.find_element(
             By.CSS_SELECTOR, '#device-rows tr[data-id="lamp-2"] td:nth-child(6)').text == "2")
@@ -108,7 +111,8 @@ def test_dashboard_sees_devices_and_carries_messages(start_daemon, token, browse
 
     # Kicked, the page's client logs in again by itself.
     with Raw(daemon.port) as boss:
-        assert boss.login_json(token("boss", "--role", "observer"), "boss") == 200
+        assert boss.login_json(token("boss", "--role", "observer", "--grant", "kick"),
+                               "boss") == 200
         assert boss.request(Command.JSON_MESSAGE, json.dumps(
             {"targetId": "server", "payload": {"command": "kick", "deviceId": "dashboard"}}
         ).encode()) == 200
@@ -119,3 +123,18 @@ def test_dashboard_sees_devices_and_carries_messages(start_daemon, token, browse
     assert daemon.output.count("logged in over WebSocket as dashboard") == 2
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors  # no script errors, no policy violations
+
+
+def test_the_javascript_challenge_proof_is_the_servers(start_daemon, browser):
+    """hypertcp.js proves a token with Web Crypto exactly as the server checks it."""
+    daemon = start_daemon("--web", "tcp:0:interface=127.0.0.1", expect=("tcp", "web"))
+    browser.get(f"http://127.0.0.1:{daemon.ports['web']}/")  # a secure context: loopback
+    nonce = "ab" * 32
+    got = browser.execute_async_script("""
+        const [nonce, done] = [arguments[0], arguments[arguments.length - 1]];
+        import("/hypertcp.js").then(async ({ challengeProof }) => done([
+            await challengeProof("s3cret-token", nonce, "panel-1"),
+            await challengeProof("s3cret-token", nonce)]));
+    """, nonce)
+    assert got == [{"key": key_id("s3cret-token"), "proof": proof("s3cret-token", nonce, "panel-1")},
+                   {"key": key_id("s3cret-token"), "proof": proof("s3cret-token", nonce)}]

@@ -93,6 +93,14 @@ def success_frame(msg_id: int) -> bytes:
     return _SUCCESS_FRAMES[len(str(msg_id)) - 1] % msg_id
 
 
+def challenge_body(msg_id: Optional[int], nonce: str) -> bytes:
+    """
+    The answer to a login asking for a challenge: the nonce to prove the
+    token with (L{hypertcp.protocol.challenge}), in the next login.
+    """
+    return dumps({"type": "challenge", "id": msg_id, "nonce": nonce})
+
+
 def error_body(status: int, why: str) -> bytes:
     """Input the server could not tie to an action id; the connection lives on."""
     return dumps({"type": "error", "status": status, "name": status_name(status), "error": why})

@@ -125,12 +125,15 @@ def test_devices_lists_both_transports_for_observers(server):
     assert rows[0]["messagesIn"] == 1 and rows[0]["address"].startswith("192.0.2.10:")
 
 
-def test_devices_and_stats_need_an_observer(server):
-    token = server.token("b", "fleet")
-    for path in ("/api/devices", "/api/stats"):
-        response = server.request("GET", path, token=token)
-        assert response.code == 403
-        assert response.json()["reason"] == "token b is not an observer token"
+def test_devices_need_an_observer_and_stats_the_stats_grant(server):
+    response = server.request("GET", "/api/devices", token=server.token("b", "fleet"))
+    assert response.code == 403
+    assert response.json()["reason"] == "token b is not an observer token"
+    response = server.request("GET", "/api/stats", token=server.token("o", "observer"))
+    assert response.code == 403
+    assert response.json()["reason"] == "token o is not granted 'stats'"
+    assert server.request("GET", "/api/stats",
+                          token=server.token("g", "fleet", grants=["stats"])).code == 200
 
 
 def test_stats_count_both_transports(server):
@@ -139,7 +142,8 @@ def test_stats_count_both_transports(server):
     panel.send("lamp-1", {})
     lamp.message("panel-1", {})
     panel.lose()
-    stats = server.request("GET", "/api/stats", token=server.token("ops", "observer")).json()
+    stats = server.request("GET", "/api/stats",
+                           token=server.token("ops", "observer", grants=["stats"])).json()
     assert stats["connections"] == 1 and stats["sessions"] == 1
     assert stats["messagesIn"] == 4  # two logins, two messages
     assert stats["messagesOut"] == 2 and stats["delivered"] == 2

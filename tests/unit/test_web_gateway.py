@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from hypertcp.app.web.session import CLOSE_TIMEOUT, SKIP_LIMIT
+from hypertcp.app.web.session import SKIP_LIMIT
+from hypertcp.protocol.challenge import key_id, proof
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.server.tokens import TokenStore
 from tests.webinprocess import BINARY, PING, TEXT, WebServer, client_frame
@@ -279,7 +280,7 @@ def test_unanswered_close_is_dropped_at_the_deadline(server):
     server.hub.kick("d-1")
     assert ws.close_frame() == (1000, "kicked by an operator")
     assert not ws.transport.disconnected
-    server.clock.advance(CLOSE_TIMEOUT)
+    server.clock.advance(server.limits.close_timeout)
     assert ws.transport.disconnected
 
 
@@ -290,11 +291,44 @@ def test_invalid_token_is_refused_and_closed(server):
     assert ws.close_frame()[0] == 1008
 
 
-def test_challenge_login_is_refused_with_a_reason(server):
+def test_challenge_login_keeps_the_token_off_the_wire(server):
+    token = server.token("panel-1")
     ws = server.websocket()
-    msg_id = ws.action("login", challenge=True)
-    answer = ws.status(msg_id)
-    assert answer["status"] == 11 and "challenge" in answer["reason"]
+    asked = ws.action("login", challenge=True, proto=2)
+    [challenge] = ws.of_type("challenge")
+    assert challenge["id"] == asked and len(challenge["nonce"]) == 64
+    answer = ws.status(ws.action("login", key=key_id(token),
+                                 proof=proof(token, challenge["nonce"], "panel-1"),
+                                 device_id="panel-1"))
+    assert answer["status"] == 200 and answer["deviceId"] == "panel-1"
+
+
+def test_a_wrong_challenge_answer_is_refused_and_closed(server):
+    token = server.token("panel-1")
+    ws = server.websocket()
+    ws.action("login", challenge=True)
+    [challenge] = ws.of_type("challenge")
+    answer = ws.status(ws.action("login", key=key_id(token),
+                                 proof=proof("not-the-token", challenge["nonce"], "panel-1"),
+                                 device_id="panel-1"))
+    assert answer["status"] == Status.INVALID_TOKEN and "wrong challenge answer" in answer["reason"]
+    assert ws.close_frame()[0] == 1008
+
+
+def test_require_challenge_refuses_token_logins(tmp_path):
+    server = WebServer(tmp_path)
+    server.factory.require_challenge = True
+    ws = server.websocket()
+    answer = ws.login(server.token("panel-1"))
+    assert answer["status"] == Status.NOT_ALLOWED and "require_challenge" in answer["reason"]
+
+
+def test_an_id_online_under_another_token_is_refused(server):
+    server.online("ops-1", "fleet", device_id="shared")
+    ws = server.websocket()
+    answer = ws.login(server.token("other", "fleet"), "shared")
+    assert answer["status"] == Status.NOT_ALLOWED
+    assert answer["reason"] == "'shared' is online under another token"
 
 
 def test_second_login_is_refused(server):
@@ -310,7 +344,7 @@ def test_revoked_token_closes_the_browser(server):
 
 
 def test_kick_and_drain_reach_browsers(server):
-    boss = server.online("boss", "observer", device_id="boss")
+    boss = server.online("boss", "observer", device_id="boss", grants=["kick", "drain"])
     panel = server.web_online("panel-1")
     other = server.web_online("other-1")
     boss.message("server", {"command": "kick", "deviceId": "panel-1"})
@@ -324,7 +358,7 @@ def test_kick_and_drain_reach_browsers(server):
 
 def test_browser_observer_runs_server_commands(server):
     server.online("lamp-1")
-    boss = server.web_online("boss", "observer", device_id="boss")
+    boss = server.web_online("boss", "observer", device_id="boss", grants=["kick"])
     boss.messages()
     msg_id = boss.send("server", {"command": "kick", "deviceId": "lamp-1"})
     assert boss.status(msg_id)["status"] == 200
@@ -335,12 +369,21 @@ def test_browser_observer_runs_server_commands(server):
 
 def test_browsers_count_against_the_connection_cap(tmp_path):
     server = WebServer(tmp_path, max_connections=2)
-    server.websocket()
-    server.connect()
+    server.web_online("panel-1")
+    server.online("lamp-1")
     transport, response = server.upgrade()
     assert response.code == 503 and response.json() == {
         "error": "the server has all the connections it takes"}
     assert server.factory.counters["max_connections"] == 1
+
+
+def test_a_browser_not_logged_in_yields_its_slot_when_the_server_is_full(tmp_path):
+    server = WebServer(tmp_path, max_connections=2)
+    server.online("lamp-1")
+    idle = server.websocket()  # never logs in
+    newcomer = server.web_online("panel-1")
+    assert idle.transport.disconnected and not newcomer.closing
+    assert server.factory.counters["evicted"] == 1
 
 
 def test_origin_rules(tmp_path):

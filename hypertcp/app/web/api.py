@@ -108,8 +108,12 @@ class Api(JSONResource):
         self.putChild(b"devices", DevicesResource(self))
         self.putChild(b"stats", StatsResource(self))
 
-    def authorize(self, request: WebRequest, observer: bool = False) -> "TokenRecord":
-        """The token record of the request's bearer token, within its rate; else L{Refused}."""
+    def authorize(self, request: WebRequest, observer: bool = False,
+                  grant: Optional[str] = None) -> "TokenRecord":
+        """
+        The token record of the request's bearer token, within its rate (an
+        observer's, or one granted C{grant}, when asked); else L{Refused}.
+        """
         header = request.getHeader(b"authorization") or b""
         scheme, _, secret = header.partition(b" ")
         if scheme.lower() != b"bearer" or not secret.strip():
@@ -124,6 +128,8 @@ class Api(JSONResource):
             raise Refused(e.status, str(e)) from None
         if observer and not record.observer:
             raise Refused(Status.NOT_ALLOWED, f"token {record.name} is not an observer token")
+        if grant is not None and grant not in record.grants:
+            raise Refused(Status.NOT_ALLOWED, f"token {record.name} is not granted {grant!r}")
         limits = self.node.limits
         if limits.rate_limit:
             now = self.node.clock.seconds()
@@ -158,10 +164,14 @@ class Api(JSONResource):
 
 
 class _Authorized(JSONResource):
-    """A resource of the API that needs a token (an observer's, with C{observer})."""
+    """
+    A resource of the API that needs a token: an observer's, with
+    C{observer}; one granted C{grant}, when set.
+    """
 
     isLeaf = True
     observer = False
+    grant: Optional[str] = None
 
     def __init__(self, api: Api) -> None:
         super().__init__()
@@ -172,7 +182,7 @@ class _Authorized(JSONResource):
         if handler is None:
             return self.not_allowed(request)
         try:
-            record = self.api.authorize(request, self.observer)
+            record = self.api.authorize(request, self.observer, self.grant)
         except Refused as e:
             return self.api.refuse(request, e.status, str(e))
         return handler(request, record)
@@ -234,9 +244,9 @@ class DevicesResource(_Authorized):
 
 
 class StatsResource(_Authorized):
-    """C{GET /api/stats}: this node's counts and counters, for observer tokens."""
+    """C{GET /api/stats}: this node's counts and counters, for tokens granted stats."""
 
-    observer = True
+    grant = "stats"  # as the stats command
 
     def render_GET(self, request: WebRequest, record: "TokenRecord") -> bytes:
         return status_answer(request, Status.SUCCESS,

@@ -86,6 +86,6 @@ class GatewayResource(WebSocketResource):
             return problem(request, 403, f"pages from {origin.decode('latin-1')} may not open "
                                          "this gateway (see [web] allowed_origins)")
         node = self.gateway.node
-        if not node.admit(request.getClientAddress(), len(node.sessions)):
+        if not node.admission.admit(request.getClientAddress(), len(node.sessions)):
             return problem(request, 503, "the server has all the connections it takes")
         return super().render(request)

@@ -29,11 +29,13 @@ from hypertcp.protocol.bodies import BadBody, parse_login, parse_send, redirect_
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.protocol.web import (
-    NAMES, Action, BadAction, delivery, error_body, parse_action, status_body, success_frame,
+    NAMES, Action, BadAction, challenge_body, delivery, error_body, parse_action, status_body,
+    success_frame,
 )
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
 from hypertcp.server.interfaces import IPeer
+from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
 from hypertcp.server.refusals import RefusalLog
 from hypertcp.server.session import SPARE_RESPONSES
@@ -52,8 +54,6 @@ NORMAL, GOING_AWAY, POLICY, TOO_BIG = 1000, 1001, 1008, 1009
 #: A message over the payload limit is read and dropped up to this size;
 #: a larger one ends the connection (1009) instead of being read.
 SKIP_LIMIT = 1 << 20
-#: Seconds a closing connection has to finish the close handshake.
-CLOSE_TIMEOUT = 5.0
 
 
 @implementer(IPushProducer, IPeer)
@@ -89,6 +89,7 @@ class WebSession(WebSocketServerProtocol):
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
     _close_timer: Any = None
+    _gate: Optional[LoginGate] = None
     # The message being received: its size so far, its parts while within the limit.
     _binary = False
     _size = 0
@@ -253,7 +254,8 @@ class WebSession(WebSocketServerProtocol):
                              device=self.device_id or "not logged in", why=reason)
         self.flush()
         if self._close_timer is None:
-            self._close_timer = self.node.clock.callLater(CLOSE_TIMEOUT, self._close_expired)
+            self._close_timer = self.node.clock.callLater(self.limits.close_timeout,
+                                                          self._close_expired)
         if self.state == OPEN:
             # sendCloseFrame, not sendClose: that one keeps applications to
             # 1000 and 3000-4999, and the codes that say why are the RFC's.
@@ -264,14 +266,19 @@ class WebSession(WebSocketServerProtocol):
 
     def _close_expired(self) -> None:
         self._close_timer = None
-        self.abort(f"close not finished within {CLOSE_TIMEOUT:g} s ({self.closing_reason})")
+        self.abort(f"close not finished within {self.limits.close_timeout:g} s "
+                   f"({self.closing_reason})")
 
-    def abort(self, reason: str) -> None:
-        """Drop the connection now, discarding what is queued."""
+    def abort(self, reason: str, quiet: bool = False) -> None:
+        """
+        Drop the connection now, discarding what is queued.  C{quiet} leaves
+        the log to the caller (admission logs its evictions once per window).
+        """
         self.dropped = True
         self.closing_reason = reason
-        self.logger.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
-                         device=self.device_id or "not logged in", why=reason)
+        if not quiet:
+            self.logger.warn("{peer} ({device}): dropping: {why}", peer=self.peer,
+                             device=self.device_id or "not logged in", why=reason)
         # It leaves the hub when the connection is lost: a write aborts it
         # in the middle of the hub's broadcast loop over its peers.
         self.transport.abortConnection()
@@ -451,11 +458,16 @@ class WebSession(WebSocketServerProtocol):
         self._answer(action.id, SUCCESS, None, pong=True)
 
     def _login(self, action: Action, text: bytes) -> None:
+        """
+        A token login, or a challenge login in its two steps, through the
+        same gate as TCP's (so C{[auth] require_challenge} holds here too).
+        """
+        gate = self._gate
+        if gate is None:
+            gate = self._gate = LoginGate(self.node)
         try:
             login = parse_login(text)
-            if login.token is None:
-                raise BadBody("log in with a token; the challenge login is for TCP devices")
-            record, device_id = self.node.authenticate(login)
+            result = gate.login(login, self.transport)
         except BadBody as e:
             self._refuse(action.id, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
@@ -464,16 +476,25 @@ class WebSession(WebSocketServerProtocol):
             if e.status == Status.INVALID_TOKEN:
                 self.close(str(e), POLICY)
             return
+        if type(result) is Challenge:
+            self.write(text_frame(challenge_body(action.id, result.nonce)))
+            return
+        record, device_id = result
         if device_id is None:
             device_id = f"{record.prefix or ''}web_{self.host}_{self.port}"
+        elif not self.node.hub.may_join(device_id, record):
+            self._refuse(action.id, Status.NOT_ALLOWED,
+                         f"{device_id!r} is online under another token")
+            return
         self._login_timer.cancel()
+        self._gate = None
         self.token = record
         self.device_id = device_id
         self._handlers = _AFTER_LOGIN
         self._answer(action.id, SUCCESS, None, deviceId=device_id, role=record.role)
         self.logger.info("{peer} logged in over WebSocket as {device} ({role} token {name})",
                          peer=self.peer, device=device_id, role=record.role, name=record.name)
-        self.node.hub.attach(self)
+        self.node.logged_in(self)
 
     def _message(self, action: Action, text: bytes) -> None:
         msg_id = action[1]

@@ -42,6 +42,8 @@ export class HyperTCPClient {
    * @param {object} options
    *   token       a HyperTCP token (required)
    *   deviceId    the id to log in as (fleet and observer tokens); default: the token's or one the server assigns
+   *   challenge   log in by challenge: the token never crosses the wire, an HMAC proof does
+   *               (needs Web Crypto: an https page, or one from localhost); default false
    *   reconnect   log in again after the connection drops (default true)
    *   minDelay, maxDelay   backoff bounds in ms (default 500, 30000)
    *   timeout     ms to wait for an answer before giving up on it (default 30000)
@@ -52,6 +54,7 @@ export class HyperTCPClient {
     this.url = url;
     this.token = options.token;
     this.wantedId = options.deviceId ?? null;
+    this.challenge = options.challenge ?? false;
     this.reconnect = options.reconnect ?? true;
     this.minDelay = options.minDelay ?? 500;
     this.maxDelay = options.maxDelay ?? 30000;
@@ -138,13 +141,28 @@ export class HyperTCPClient {
     this._socket = socket;
     this._nextId = 1;
     socket.onopen = () => {
-      const login = { action: "login", id: this._nextId++, token: this.token };
-      if (this.wantedId) login.device_id = this.wantedId;
-      this._expect(login.id).then((answer) => this._loggedIn(answer), () => {});
-      socket.send(JSON.stringify(login));
+      this._logIn().then((answer) => this._loggedIn(answer), (error) => {
+        if (!(error instanceof HyperTCPError)) console.error("HyperTCP login failed", error);
+      });
     };
     socket.onmessage = (event) => this._received(event.data);
     socket.onclose = (event) => this._lost(socket, event);
+  }
+
+  async _logIn() {
+    const named = this.wantedId ? { device_id: this.wantedId } : {};
+    if (!this.challenge) return this._ask({ action: "login", token: this.token, ...named });
+    const challenge = await this._ask({ action: "login", challenge: true });
+    if (challenge.type !== "challenge") return challenge;  // refused
+    const { key, proof } = await challengeProof(this.token, challenge.nonce, this.wantedId);
+    return this._ask({ action: "login", key, proof, ...named });
+  }
+
+  _ask(action) {
+    action.id = this._nextId++;
+    const answer = this._expect(action.id);
+    this._socket.send(JSON.stringify(action));
+    return answer;
   }
 
   _loggedIn(answer) {
@@ -185,10 +203,7 @@ export class HyperTCPClient {
     if (!this.online || !this._socket) {
       return Promise.reject(new HyperTCPError("not connected"));
     }
-    action.id = this._nextId++;
-    const answer = this._expect(action.id);
-    this._socket.send(JSON.stringify(action));
-    return answer;
+    return this._ask(action);
   }
 
   _expect(id) {
@@ -212,7 +227,7 @@ export class HyperTCPClient {
   _received(text) {
     let message;
     try { message = JSON.parse(text); } catch { return; }
-    if (message.type === "status") {
+    if (message.type === "status" || message.type === "challenge") {
       const waiting = this._pending.get(message.id);
       if (message.id === null || !waiting) {
         if (message.status !== Status.SUCCESS) this._emit("error", message);
@@ -252,6 +267,28 @@ export class HyperTCPClient {
     if (status !== Status.SUCCESS) ack.status = status;
     this._socket.send(JSON.stringify(ack));
   }
+}
+
+/**
+ * The answer to a challenge (docs/protocol.rst, hypertcp/protocol/challenge.py):
+ * key = SHA-256(token)[:8] in hex; proof = ClientKey XOR HMAC(SHA-256(ClientKey), "nonce:id"),
+ * where ClientKey = HMAC-SHA256(token, "HyperTCP client key").
+ */
+export async function challengeProof(token, nonce, deviceId = null) {
+  const text = new TextEncoder();
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) throw new HyperTCPError("a challenge login needs Web Crypto (an https page, or localhost)");
+  const hmac = async (key, data) => new Uint8Array(await subtle.sign(
+    "HMAC", await subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]), data));
+  const clientKey = await hmac(text.encode(token), text.encode("HyperTCP client key"));
+  const storedKey = new Uint8Array(await subtle.digest("SHA-256", clientKey));
+  const signature = await hmac(storedKey, text.encode(`${nonce}:${deviceId ?? ""}`));
+  const keyId = new Uint8Array(await subtle.digest("SHA-256", text.encode(token)));
+  return { key: hex(keyId).slice(0, 16), proof: hex(clientKey.map((byte, i) => byte ^ signature[i])) };
+}
+
+function hex(bytes) {
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
 function deferred() {
