@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from hypertcp.server.factory import HyperTCPFactory
 
 #: Counters that mean a connection was closed or refused, by reason.
-DROPS = ("slow_receiver", "idle", "login_timeout", "flood", "max_connections")
+DROPS = ("slow_receiver", "idle", "login_timeout", "flood", "max_connections",
+         "pending_per_source", "evicted")
 #: Counters that count a status under another name.
 ALIASES = {"quota": "QUOTA_LIMIT", "oversize": "ILLEGAL_COMMAND_BODY"}
 ROLES = ("device", "fleet", "observer")
