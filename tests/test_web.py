@@ -143,5 +143,5 @@ def test_dashboard_gateway_and_api_over_tls(start_daemon, token, certs):
         assert next_of(ws, "message")["payload"]["deviceId"] == "panel-1"
     finally:
         ws.close()
-    assert http(f"https://localhost:{port}/api/stats", token("ops", "--role", "observer"),
-                context=context)[0] == 200
+    assert http(f"https://localhost:{port}/api/stats",
+                token("ops", "--role", "observer", "--grant", "stats"), context=context)[0] == 200
