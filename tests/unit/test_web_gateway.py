@@ -180,6 +180,29 @@ def test_an_ack_without_a_status_is_success(server):
     assert panel.messages() == []
 
 
+@pytest.mark.parametrize("ack, status", [
+    ('{"action":"ack","ref":%d}', Status.SUCCESS),             # read without the parser
+    ('{"action": "ack", "ref": %d}', Status.SUCCESS),          # the same, through it
+    ('{"action":"ack","ref":%d,"status":6}', Status.NOT_ALLOWED),
+])
+def test_acks_in_any_spelling_reach_the_sender(server, ack, status):
+    lamp = server.online("lamp-1")
+    panel = server.web_online("panel-1")
+    msg_id = lamp.message("panel-1", {"q": 1}, ack=True)
+    [message] = panel.of_type("message")
+    panel.send_text(ack % message["ref"])
+    assert lamp.answer(msg_id) == status
+
+
+@pytest.mark.parametrize("text", ['{"action":"ack","ref":007}', '{"action":"ack","ref":1x}',
+                                  '{"action":"ack","ref":' + "9" * 5000 + "}"])
+def test_malformed_acks_are_refused_by_the_parser(server, text):
+    panel = server.web_online("panel-1")
+    panel.send_text(text)
+    [error] = panel.of_type("error")
+    assert error["status"] == 11 and panel.open
+
+
 def test_acknowledged_delivery_times_out_without_an_ack(tmp_path):
     server = WebServer(tmp_path, ack_timeout=3)
     lamp = server.online("lamp-1")
