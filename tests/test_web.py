@@ -61,6 +61,9 @@ def test_browser_and_tcp_device_talk_through_the_daemon(start_daemon, token):
     panel_token = token("panel-1")
     with Raw(daemon.port) as lamp:
         assert lamp.login_json(token("lamp-1")) == 200
+        # Stored while the browser is away (qos 1), delivered when it logs in.
+        assert lamp.request(Command.JSON_MESSAGE, json.dumps(
+            {"targetId": "panel-1", "qos": 1, "payload": {"missed": 1}}).encode()) == 202
         ws = ws_connect(url, origin=f"http://127.0.0.1:{daemon.ports['web']}")
         try:
             ws.send("not json")  # refused by name, the connection lives on
@@ -70,6 +73,10 @@ def test_browser_and_tcp_device_talk_through_the_daemon(start_daemon, token):
                                              "name": "SUCCESS", "reason": "done",
                                              "deviceId": "panel-1", "role": "device"}
 
+            stored = next_of(ws, "message")
+            assert (stored["from"], stored["payload"]) == ("lamp-1", {"missed": 1})
+            assert "queued_at" in stored
+            ws.send(json.dumps({"action": "ack", "ref": stored["ref"]}))
             ws.send(json.dumps({"action": "send", "id": 2, "targetId": "lamp-1",
                                 "payload": {"on": True}}))
             assert next_of(ws, "status")["status"] == 200

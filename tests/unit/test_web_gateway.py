@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from zope.interface.verify import verifyObject
 
+from hypertcp.app.web.api import ApiSender
 from hypertcp.app.web.session import SKIP_LIMIT
+from hypertcp.protocol.bodies import PROTOCOL_LEVEL
 from hypertcp.protocol.challenge import key_id, proof
 from hypertcp.protocol.commands import Command, Status
+from hypertcp.server.interfaces import IPeer
 from hypertcp.server.tokens import TokenStore
 from tests.webinprocess import BINARY, PING, TEXT, WebServer, client_frame
 
@@ -37,6 +41,14 @@ def test_browser_and_device_exchange_messages_both_ways(server):
                                                     "'ghost' is not connected")
     assert message["from"] == "lamp-1" and message["payload"] == {"watts": 9}
     assert isinstance(message["ref"], int)
+
+
+def test_browsers_and_api_senders_are_whole_peers(server):
+    """Everything the hub and its helpers may ask of a peer (a test that new needs break)."""
+    panel = server.web_online("panel-1")
+    assert verifyObject(IPeer, panel.session)
+    assert verifyObject(IPeer, ApiSender(panel.session.token, "api_x", "192.0.2.1:1"))
+    assert panel.session.proto >= PROTOCOL_LEVEL
 
 
 def test_login_answer_names_the_assigned_id_and_role(server):

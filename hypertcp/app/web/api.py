@@ -60,6 +60,7 @@ class ApiSender:
     """
 
     paused = False
+    proto = PROTOCOL_LEVEL
 
     def __init__(self, token: "TokenRecord", device_id: str, peer: str) -> None:
         self.token = token

@@ -25,7 +25,9 @@ from zope.interface import implementer
 
 from hypertcp.app.web.frames import text_frame, unmask
 from hypertcp.protocol import server as rules
-from hypertcp.protocol.bodies import BadBody, parse_login, parse_send, redirect_body
+from hypertcp.protocol.bodies import (
+    PROTOCOL_LEVEL, BadBody, parse_login, parse_send, redirect_body,
+)
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.protocol.web import (
@@ -76,6 +78,8 @@ class WebSession(WebSocketServerProtocol):
 
     device_id: Optional[str] = None
     token: Optional["TokenRecord"] = None
+    #: The gateway's JSON carries every status and every field: the current level.
+    proto = PROTOCOL_LEVEL
     peer = "?"
     connected_at = last_seen = 0.0
     messages_in = messages_out = 0
