@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -155,6 +154,16 @@ def test_operators_list_show_and_purge_a_devices_queue(start_daemon, token, flee
         first_message_is_live(server.port, lamp, app)
 
 
+def cluster_token(redis, name: str) -> str:
+    """
+    A device token added to a running cluster: its nodes' token files are
+    copies of the cluster's tokens, so one added to a file would not last.
+    """
+    added = hypertcp("token", "add", name, "--cluster", redis.url)
+    assert added.returncode == 0, added.stderr
+    return added.stdout.strip().splitlines()[-1]
+
+
 def test_clustered_stored_via_one_node_delivered_at_another(start_daemon, redis, token, fleet):
     nodes = [start_daemon("--cluster", redis.url, "--set", f"cluster.node_id=n{i}",
                           "--set", "cluster.ttl=2", "--set", "cluster.refresh=0.3")
@@ -162,7 +171,7 @@ def test_clustered_stored_via_one_node_delivered_at_another(start_daemon, redis,
     for node in nodes:
         node.wait_for_log("is up")
     one, two = nodes
-    lamp = token("lamp")
+    lamp = cluster_token(redis, "lamp")
     with Client("127.0.0.1", one.port, fleet, "app", timeout=10).connect() as app:
         assert app.send("lamp", {"via": "n0"}, qos=1) == Status.STORED
     assert [(q["device"], q["count"]) for q in queue_list("--cluster", redis.url)] == [("lamp", 1)]
@@ -183,10 +192,7 @@ def test_clustered_bounds_expiry_sweep_and_purge_in_redis(start_daemon, redis, t
                         "--set", "store.max_queued=3", "--set", "store.sweep_interval=0.2")
     node.wait_for_log("is up")
     cluster = ("--cluster", redis.url)
-    # In a cluster the tokens are the cluster's: the node's token file is their copy.
-    added = hypertcp("token", "add", "lamp", *cluster)
-    assert added.returncode == 0, added.stderr
-    lamp = added.stdout.strip().splitlines()[-1]
+    lamp = cluster_token(redis, "lamp")
     with Client("127.0.0.1", node.port, fleet, "app", timeout=10).connect() as app:
         assert app.send("lamp", {"n": 0}, qos=1, ttl=0.3) == Status.STORED
         assert [app.send("lamp", {"n": n}, qos=1) for n in (1, 2, 3)] == [
