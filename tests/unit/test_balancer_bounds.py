@@ -123,7 +123,7 @@ def test_refusals_at_the_balancer_are_logged_once_per_window(tmp_path):
 
 def test_connections_not_logged_in_are_capped_per_source_at_the_balancer(tmp_path):
     server, factory = balancer(tmp_path, max_pending_per_source=2)
-    first, second = Device(factory, port=1), Device(factory, port=2)
+    first, _second = Device(factory, port=1), Device(factory, port=2)
     assert Device(factory, port=3).session is None
     assert Device(factory, host="192.0.2.8").session is not None
     first.send(Command.LOGIN, 1, login_body(server.token("dev-1")))  # redirected: not pending
