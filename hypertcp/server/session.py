@@ -30,6 +30,7 @@ from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
 from hypertcp.server.bounded import BoundedConnection
+from hypertcp.server.immediate import TCPServer, send_now
 from hypertcp.server.interfaces import IPeer
 from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
@@ -128,7 +129,10 @@ class Session(BoundedConnection, FrameReceiver):
             return
         batch = self.factory.batch
         if not batch.active:
-            transport.write(data)
+            if type(transport) is TCPServer:
+                send_now(transport, data)
+            else:
+                transport.write(data)
         elif self.out is None:
             # WriteBatch.hold, inline: this runs for every frame a read makes.
             self.out = [data]
@@ -140,7 +144,12 @@ class Session(BoundedConnection, FrameReceiver):
         """Hand the frames held during a read to the transport, in one write."""
         out, self.out = self.out, None
         if out and not self.dropped:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            transport = self.transport
+            if type(transport) is TCPServer:
+                send_now(transport, data)
+            else:
+                transport.write(data)
 
     def respond(self, msg_id: int, status: int = SUCCESS) -> None:
         """Answer a frame: after login, as the peer's protocol level can read it."""
@@ -218,6 +227,18 @@ class Session(BoundedConnection, FrameReceiver):
             return
         factory = self.factory
         self.last_seen = factory.clock.seconds()
+        if len(events) == 1:
+            # A read of one frame (every read, at a moderate rate) writes to
+            # each peer once anyway -- the delivery to one, the answer to
+            # the other -- so holding its writes would only cost time.
+            if self.transport.disconnecting:
+                return
+            event = events[0]
+            if type(event) is Frame:
+                self.frameReceived(event)
+            else:
+                self.oversizeReceived(event)
+            return
         batch = factory.batch
         batch.begin()
         try:
@@ -373,7 +394,9 @@ class Session(BoundedConnection, FrameReceiver):
                       "the server failed to route the message; its log says why")
             self.respond(frame.msg_id, Status.SERVER_EXCEPTION)
             return
-        if isinstance(result, int):  # a cheaper test than Deferred's ABC isinstance
+        if result is SUCCESS:  # nearly every message: the empty answer, at once
+            self.write(_pack(RESPONSE, frame.msg_id, 0))
+        elif isinstance(result, int):  # a cheaper test than Deferred's ABC isinstance
             self._answer(result, frame.msg_id)
         else:
             result.addCallback(self._answer, frame.msg_id)
