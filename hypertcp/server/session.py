@@ -30,6 +30,7 @@ from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
 from hypertcp.server.bounded import BoundedConnection
+from hypertcp.server.deadlines import IDLE, LOGIN
 from hypertcp.server.immediate import TCPServer, send_now
 from hypertcp.server.interfaces import IPeer
 from hypertcp.server.login import Challenge, LoginGate
@@ -80,6 +81,17 @@ class Session(BoundedConnection, FrameReceiver):
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
     _gate: Optional[LoginGate] = None  # while logging in
+    _refusals: Optional[RefusalLog] = None
+    host = "?"
+    port = 0
+    #: When the login deadline and the next idle check are due (None: not).
+    _login_due: Optional[float] = None
+    _idle_due: Optional[float] = None
+
+    @property
+    def peer(self) -> str:  # type: ignore[override]
+        """The peer's address, for the log: made when asked, not kept by every session."""
+        return f"{self.host}:{self.port}"
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -91,21 +103,25 @@ class Session(BoundedConnection, FrameReceiver):
         addr = self.transport.getPeer()
         self.host = getattr(addr, "host", "?")
         self.port = getattr(addr, "port", 0)
-        self.peer = f"{self.host}:{self.port}"
         self.connected_at = self.last_seen = now
         self.messages_in = self.messages_out = 0
         self._handlers = _BEFORE_LOGIN
         if limits.rate_limit:
             self._rate = RateLimiter(limits.rate_limit, limits.burst, limits.quota_strikes, now)
-        self._refusals = RefusalLog(now)
         self._responses = 0
         self.watch()
-        self._login_timer = clock.callLater(limits.login_timeout, self._login_expired)
-        self._idle_timer = clock.callLater(limits.idle_timeout / 2, self._idle_check)
+        deadlines = factory.deadlines
+        self._login_due = now + limits.login_timeout
+        deadlines.add(self._login_due, self, LOGIN)
+        self._idle_due = now + limits.idle_timeout / 2
+        deadlines.add(self._idle_due, self, IDLE)
         factory.connection_opened(self)
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.stop_timers(self._login_timer, self._idle_timer)
+        due = (self._login_due is not None) + (self._idle_due is not None)
+        self._login_due = self._idle_due = None
+        self.factory.deadlines.drop(due)
+        self.stop_timers()
         if self._acks is not None:
             self._acks.end()
         self.factory.connection_closed(self)
@@ -306,7 +322,10 @@ class Session(BoundedConnection, FrameReceiver):
         self.respond(frame.msg_id, status)
 
     def _log_refusal(self, why: str, status: int) -> None:
-        unlogged = self._refusals.admit(self.last_seen)
+        refusals = self._refusals
+        if refusals is None:  # made at the first refusal: most sessions never have one
+            refusals = self._refusals = RefusalLog(self.last_seen)
+        unlogged = refusals.admit(self.last_seen)
         if unlogged is not None:
             self.log.warn("{peer} ({device}): {why}: {status}{more}", peer=self.peer,
                           device=self.device_id or "not logged in", why=why,
@@ -353,8 +372,8 @@ class Session(BoundedConnection, FrameReceiver):
             self._refuse(frame, Status.NOT_ALLOWED,
                          f"{device_id!r} is online under another token")
             return
-        self._login_timer.cancel()
-        self._gate = None
+        self._login_due = self._gate = None
+        self.factory.deadlines.drop()
         self.token = record
         self.device_id = device_id
         self.proto = login.proto
@@ -422,6 +441,19 @@ class Session(BoundedConnection, FrameReceiver):
 
     # -- timers --
 
+    def due(self, what: int) -> Optional[float]:
+        """When check C{what} (L{LOGIN}, L{IDLE}) is due for this session, if it is."""
+        return self._login_due if what == LOGIN else self._idle_due
+
+    def deadline(self, what: int) -> None:
+        """Check C{what} is due now (L{Deadlines} calls this)."""
+        if what == LOGIN:
+            self._login_due = None
+            self._login_expired()
+        else:
+            self._idle_due = None
+            self._idle_check()
+
     def _login_expired(self) -> None:
         self.factory.count("login_timeout")
         # The contract: TIMEOUT with the login's msg_id (1) just before closing.
@@ -441,7 +473,8 @@ class Session(BoundedConnection, FrameReceiver):
             delay = limit - silent
         else:
             delay = limit / 2 - silent
-        self._idle_timer = clock.callLater(delay, self._idle_check)
+        self._idle_due = clock.seconds() + delay
+        self.factory.deadlines.add(self._idle_due, self, IDLE)
 
 
 def _table(actions: dict) -> dict:
