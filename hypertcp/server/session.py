@@ -180,7 +180,7 @@ class Session(BoundedConnection, FrameReceiver):
         """Send a server-originated frame; return its msg_id."""
         msg_id = self._ids.next()
         self.messages_out += 1
-        self.write(HEADER.pack(command, msg_id, len(body)) + body)
+        self.write(_pack(command, msg_id, len(body)) + body)
         return msg_id
 
     def deliver_acked(self, command: int, body: bytes, timeout: float) -> Deferred:
