@@ -17,11 +17,12 @@ from typing import Mapping
 
 #: The keys of the features that need pyOpenSSL, each named here when it is
 #: added: TLS listeners and their certificate, the balancer (its listeners
-#: and its nodes may speak TLS) and the cluster (its Redis client,
-#: txredisapi, imports Twisted's TLS module whether or not the URL is
-#: rediss://).  An endpoint of type ssl: anywhere counts too.
+#: and its nodes may speak TLS), the cluster (its Redis client, txredisapi,
+#: imports Twisted's TLS module whether or not the URL is rediss://) and
+#: the web service (it imports Twisted's TLS wrapper for its HTTPS
+#: listeners).  An endpoint of type ssl: anywhere counts too.
 TLS_KEYS = (("tls", "listen"), ("tls", "certificate"), ("balancer", "listen"),
-            ("cluster", "redis"))
+            ("cluster", "redis"), ("web", "listen"))
 
 
 def wants_tls(raw: Mapping[tuple[str, str], str]) -> bool:

@@ -26,6 +26,7 @@ def test_a_configuration_without_tls(overrides):
     {("tls", "listen"): "tcp:8443"},
     {("tls", "certificate"): "server.pem"},
     {("balancer", "listen"): "tcp:7000"},
+    {("web", "listen"): "tcp:8000:interface=127.0.0.1"},
     {("cluster", "redis"): "rediss://redis.example:6380/0"},
     {("cluster", "redis"): "redis://127.0.0.1:6379/0"},  # txredisapi imports Twisted's TLS
     {("server", "listen"): "tcp:8080 ssl:8443:privateKey=k.pem"},
