@@ -81,6 +81,21 @@ def test_a_client_with_the_ca_connects_and_a_wrong_name_or_ca_is_refused(
     # Plain TCP sessions on the same daemon are untouched.
     with Client("127.0.0.1", daemon.port, secret, timeout=10).connect() as plain:
         assert plain.ping() < 5
+    assert maps_cryptography(daemon), "a server with a TLS listener loads pyOpenSSL"
+
+
+def maps_cryptography(daemon) -> bool:
+    """Has the daemon's process loaded cryptography's native module (pyOpenSSL's base)?"""
+    with open(f"/proc/{daemon.proc.pid}/maps") as f:
+        return "/cryptography/" in f.read()
+
+
+@pytest.mark.integration
+def test_a_server_without_tls_leaves_pyopenssl_out(start_daemon, token) -> None:
+    daemon = start_daemon()
+    with Client("127.0.0.1", daemon.port, token("dev-1"), timeout=10).connect() as plain:
+        assert plain.ping() < 5
+    assert not maps_cryptography(daemon), "13 MB a plain server does not need"
 
 
 @pytest.mark.integration

@@ -17,8 +17,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, get_type_hints
 
-from twisted.internet import endpoints
-
 from hypertcp.server import tokens
 from hypertcp.server.limits import Limits
 
@@ -112,6 +110,10 @@ def _endpoint(description: str) -> str:
                          f"interface=127.0.0.1 (loopback only) or tcp:{description} "
                          "(every interface)")
     kind = description.partition(":")[0]
+    # Imported here: Twisted's endpoints import its TCP support, which
+    # imports pyOpenSSL when installed (hypertcp.app.lean decides first).
+    from twisted.internet import endpoints
+
     try:
         endpoint = endpoints.serverFromString(_NoReactor(), description)
     except ValueError as e:
@@ -450,12 +452,13 @@ class Config:
 SECTIONS: dict[str, type] = get_type_hints(Config)
 
 
-def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], str]] = None
-         ) -> Config:
+def read(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], str]] = None
+         ) -> dict[tuple[str, str], str]:
     """
-    Read C{path} (if given), apply C{overrides} keyed by (section, key), and
-    return the parsed, checked configuration.  L{ConfigError} names the
-    first bad key.
+    The text of every key, by (section, key): its default, then C{path}'s
+    value (if given), then C{overrides}'.  L{ConfigError} for a file that
+    cannot be read and for unknown sections and keys; values are not
+    checked yet (L{parse} does that).
     """
     parser = configparser.ConfigParser(interpolation=None, empty_lines_in_values=False)
     if path is not None:
@@ -478,24 +481,44 @@ def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], s
         for section, key in overrides:
             if key not in SCHEMA.get(section, {}):
                 raise ConfigError(f"unknown config key {section}.{key}")
+    raw: dict[tuple[str, str], str] = {}
+    for section, options in SCHEMA.items():
+        for key, option in options.items():
+            value = option.default
+            if parser.has_option(section, key):
+                value = parser.get(section, key)
+            if overrides and (section, key) in overrides:
+                value = overrides[(section, key)]
+            raw[(section, key)] = value
+    return raw
+
+
+def parse(raw: dict[tuple[str, str], str]) -> Config:
+    """The configuration L{read} found, parsed and checked; L{ConfigError} names the first bad key."""
     sections: dict[str, Any] = {}
     for section, options in SCHEMA.items():
         values: dict[str, Any] = {}
         for key, option in options.items():
-            raw = option.default
-            if parser.has_option(section, key):
-                raw = parser.get(section, key)
-            if overrides and (section, key) in overrides:
-                raw = overrides[(section, key)]
+            text = raw[(section, key)]
             try:
-                values[key] = option.parse(raw)
+                values[key] = option.parse(text)
             except ValueError as e:
-                shown = "(hidden)" if option.secret else repr(raw)
+                shown = "(hidden)" if option.secret else repr(text)
                 raise ConfigError(f"bad value for [{section}] {key} = {shown}: {e}") from None
         sections[section] = SECTIONS[section](**values)
     config = Config(**sections)
     _check(config)
     return config
+
+
+def load(path: Optional[str] = None, overrides: Optional[dict[tuple[str, str], str]] = None
+         ) -> Config:
+    """
+    Read C{path} (if given), apply C{overrides} keyed by (section, key), and
+    return the parsed, checked configuration.  L{ConfigError} names the
+    first bad key.
+    """
+    return parse(read(path, overrides))
 
 
 def check_reuse_port(config: Config) -> None:

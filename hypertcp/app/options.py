@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 from twisted.python import usage
 
 from hypertcp import __version__
-from hypertcp.app.config import Config, ConfigError, load
+from hypertcp.app import lean
+from hypertcp.app.config import Config, ConfigError, parse, read
 
 
 class Options(usage.Options):
@@ -126,4 +127,9 @@ class Options(usage.Options):
             self.overrides[("server", "listen")] = " ".join(self.listen)
         for target, values in self.lists.items():
             self.overrides[target] = " ".join(values)
-        self.config = load(self["config"], self.overrides)
+        raw = read(self["config"], self.overrides)
+        if self.parent is not None and not lean.wants_tls(raw):
+            # twistd's subcommand, before anything imported Twisted's TCP
+            # support: a server speaking no TLS does without pyOpenSSL.
+            lean.leave_out_tls()
+        self.config = parse(raw)

@@ -15,24 +15,27 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
 from hypertcp.app.config import Config, ConfigError
-from hypertcp.app.listeners import Listener
 from hypertcp.app.logs import Logs, for_twistd
 from hypertcp.app.options import Options
-from hypertcp.app.reconfigure import Reconfigure
 from hypertcp.app.reload import Reloader
 from hypertcp.app.startup import one_line_failures
-from hypertcp.server import commands
-from hypertcp.server.factory import HyperTCPFactory
-from hypertcp.server.hub import Hub
 from hypertcp.server.tokens import TokenFileError, TokenStore
+
+if TYPE_CHECKING:
+    from hypertcp.server.factory import HyperTCPFactory
+
+# The server core, the listeners and the reload of the config are imported
+# where the tree is built, not here: twistd imports this module to parse
+# the command line, and the options decide first whether the process needs
+# pyOpenSSL at all (hypertcp.app.lean), which Twisted's TCP support would
+# otherwise import with them.
 
 __all__ = ["Options", "makeService"]
 
@@ -63,8 +66,12 @@ def token_store(config: Config) -> TokenStore:
     return store
 
 
-def node(config: Config, reactor: Any) -> HyperTCPFactory:
+def node(config: Config, reactor: Any) -> "HyperTCPFactory":
     """The server core: tokens, hub with its commands and plug-ins, session factory."""
+    from hypertcp.server import commands
+    from hypertcp.server.factory import HyperTCPFactory
+    from hypertcp.server.hub import Hub
+
     store = token_store(config)
     hub = Hub(reactor, config.limits.ack_timeout)
     commands.install(hub, config.server.redirect_targets)
@@ -90,7 +97,7 @@ class Top(MultiService):
         super().setServiceParent(parent)
 
 
-def _tokens_part(factory: HyperTCPFactory) -> Callable[[], str]:
+def _tokens_part(factory: "HyperTCPFactory") -> Callable[[], str]:
     def reload() -> str:
         if not factory.reload_tokens(force=True):
             return "unreadable, the old tokens stay in force"
@@ -105,6 +112,11 @@ def build(config: Config, reactor: Any, options: Optional[Options] = None) -> To
     service.  With twistd's C{options}, it also logs where they say, and
     reloads the config file they name on SIGHUP.
     """
+    from twisted.application.internet import TimerService
+
+    from hypertcp.app.listeners import Listener
+    from hypertcp.app.reconfigure import Reconfigure
+
     top = Top()
     reloader = Reloader(reactor)
     reloader.setServiceParent(top)

@@ -113,7 +113,10 @@ def start_hypertcp(extra: list[str], certs: Optional[Certificates] = None,
     endpoint = "tcp:0:interface=127.0.0.1" + (f":backlog={backlog}" if backlog else "")
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "hypertcp", "--listen", endpoint,
-            "--tokens", str(tokens), "--rate-limit", "0", *extra]
+            "--tokens", str(tokens), "--rate-limit", "0",
+            # Every bench device comes from 127.0.0.1; a fleet's come from
+            # as many addresses as devices, so the per-source cap is lifted.
+            "--set", "limits.max_pending_per_source=0", *extra]
     kind = "tcp"
     if certs is not None:
         kind = "tls"

@@ -7,10 +7,12 @@ from typing import Any
 
 class WriteBatch:
     """
-    One per server (the factory owns it).  While a session handles a read,
-    every frame written to any session is held; when the read is done each
-    session touched makes one C{transport.write}.  A read carrying fifty
-    messages for one peer then costs one system call there, not fifty.
+    One per server (the factory owns it).  While a session handles a read
+    of several frames, every frame written to any session is held; when the
+    read is done each session touched makes one C{transport.write}.  A read
+    carrying fifty messages for one peer then costs one system call there,
+    not fifty.  A read of one frame is not held: it writes to each peer once
+    anyway (the delivery to one, the answer to the other).
     """
 
     __slots__ = ("active", "held")

@@ -13,6 +13,7 @@ from hypertcp.server.admission import Admission
 from hypertcp.server.auth import LoginRefused, authenticate
 from hypertcp.server.batch import WriteBatch
 from hypertcp.server.budget import BroadcastBudget
+from hypertcp.server.deadlines import Deadlines
 from hypertcp.server.hub import Hub
 from hypertcp.server.limits import Limits
 from hypertcp.server.session import Session
@@ -22,8 +23,8 @@ from hypertcp.server.tokens import TokenRecord, TokenStore
 class HyperTCPFactory(ServerFactory):
     """
     Builds a L{Session} for each connection and holds what they share: the
-    L{Limits}, the L{TokenStore}, the L{Hub}, the L{WriteBatch} and the
-    counters of what was refused and dropped.
+    L{Limits}, the L{TokenStore}, the L{Hub}, the L{WriteBatch}, the
+    L{Deadlines} and the counters of what was refused and dropped.
     """
 
     protocol = Session
@@ -43,6 +44,8 @@ class HyperTCPFactory(ServerFactory):
         self.hub = hub
         self.clock = clock
         self.batch = WriteBatch()
+        #: Every session's login deadline and idle checks, under one timer.
+        self.deadlines = Deadlines(clock)
         self.sessions: set[Session] = set()
         self.counters: dict[str, int] = {}
         #: Which connections may open: the cap, and those not logged in yet.

@@ -30,6 +30,8 @@ from hypertcp.protocol.jsoncodec import JSONEncodeError
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
 from hypertcp.server.bounded import BoundedConnection
+from hypertcp.server.deadlines import IDLE, LOGIN
+from hypertcp.server.immediate import TCPServer, send_now
 from hypertcp.server.interfaces import IPeer
 from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
@@ -79,6 +81,17 @@ class Session(BoundedConnection, FrameReceiver):
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
     _gate: Optional[LoginGate] = None  # while logging in
+    _refusals: Optional[RefusalLog] = None
+    host = "?"
+    port = 0
+    #: When the login deadline and the next idle check are due (None: not).
+    _login_due: Optional[float] = None
+    _idle_due: Optional[float] = None
+
+    @property
+    def peer(self) -> str:  # type: ignore[override]
+        """The peer's address, for the log: made when asked, not kept by every session."""
+        return f"{self.host}:{self.port}"
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -90,21 +103,25 @@ class Session(BoundedConnection, FrameReceiver):
         addr = self.transport.getPeer()
         self.host = getattr(addr, "host", "?")
         self.port = getattr(addr, "port", 0)
-        self.peer = f"{self.host}:{self.port}"
         self.connected_at = self.last_seen = now
         self.messages_in = self.messages_out = 0
         self._handlers = _BEFORE_LOGIN
         if limits.rate_limit:
             self._rate = RateLimiter(limits.rate_limit, limits.burst, limits.quota_strikes, now)
-        self._refusals = RefusalLog(now)
         self._responses = 0
         self.watch()
-        self._login_timer = clock.callLater(limits.login_timeout, self._login_expired)
-        self._idle_timer = clock.callLater(limits.idle_timeout / 2, self._idle_check)
+        deadlines = factory.deadlines
+        self._login_due = now + limits.login_timeout
+        deadlines.add(self._login_due, self, LOGIN)
+        self._idle_due = now + limits.idle_timeout / 2
+        deadlines.add(self._idle_due, self, IDLE)
         factory.connection_opened(self)
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.stop_timers(self._login_timer, self._idle_timer)
+        due = (self._login_due is not None) + (self._idle_due is not None)
+        self._login_due = self._idle_due = None
+        self.factory.deadlines.drop(due)
+        self.stop_timers()
         if self._acks is not None:
             self._acks.end()
         self.factory.connection_closed(self)
@@ -128,7 +145,10 @@ class Session(BoundedConnection, FrameReceiver):
             return
         batch = self.factory.batch
         if not batch.active:
-            transport.write(data)
+            if type(transport) is TCPServer:
+                send_now(transport, data)
+            else:
+                transport.write(data)
         elif self.out is None:
             # WriteBatch.hold, inline: this runs for every frame a read makes.
             self.out = [data]
@@ -140,7 +160,12 @@ class Session(BoundedConnection, FrameReceiver):
         """Hand the frames held during a read to the transport, in one write."""
         out, self.out = self.out, None
         if out and not self.dropped:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            transport = self.transport
+            if type(transport) is TCPServer:
+                send_now(transport, data)
+            else:
+                transport.write(data)
 
     def respond(self, msg_id: int, status: int = SUCCESS) -> None:
         """Answer a frame: after login, as the peer's protocol level can read it."""
@@ -155,7 +180,7 @@ class Session(BoundedConnection, FrameReceiver):
         """Send a server-originated frame; return its msg_id."""
         msg_id = self._ids.next()
         self.messages_out += 1
-        self.write(HEADER.pack(command, msg_id, len(body)) + body)
+        self.write(_pack(command, msg_id, len(body)) + body)
         return msg_id
 
     def deliver_acked(self, command: int, body: bytes, timeout: float) -> Deferred:
@@ -218,6 +243,18 @@ class Session(BoundedConnection, FrameReceiver):
             return
         factory = self.factory
         self.last_seen = factory.clock.seconds()
+        if len(events) == 1:
+            # A read of one frame (every read, at a moderate rate) writes to
+            # each peer once anyway -- the delivery to one, the answer to
+            # the other -- so holding its writes would only cost time.
+            if self.transport.disconnecting:
+                return
+            event = events[0]
+            if type(event) is Frame:
+                self.frameReceived(event)
+            else:
+                self.oversizeReceived(event)
+            return
         batch = factory.batch
         batch.begin()
         try:
@@ -285,7 +322,10 @@ class Session(BoundedConnection, FrameReceiver):
         self.respond(frame.msg_id, status)
 
     def _log_refusal(self, why: str, status: int) -> None:
-        unlogged = self._refusals.admit(self.last_seen)
+        refusals = self._refusals
+        if refusals is None:  # made at the first refusal: most sessions never have one
+            refusals = self._refusals = RefusalLog(self.last_seen)
+        unlogged = refusals.admit(self.last_seen)
         if unlogged is not None:
             self.log.warn("{peer} ({device}): {why}: {status}{more}", peer=self.peer,
                           device=self.device_id or "not logged in", why=why,
@@ -332,8 +372,8 @@ class Session(BoundedConnection, FrameReceiver):
             self._refuse(frame, Status.NOT_ALLOWED,
                          f"{device_id!r} is online under another token")
             return
-        self._login_timer.cancel()
-        self._gate = None
+        self._login_due = self._gate = None
+        self.factory.deadlines.drop()
         self.token = record
         self.device_id = device_id
         self.proto = login.proto
@@ -373,7 +413,9 @@ class Session(BoundedConnection, FrameReceiver):
                       "the server failed to route the message; its log says why")
             self.respond(frame.msg_id, Status.SERVER_EXCEPTION)
             return
-        if isinstance(result, int):  # a cheaper test than Deferred's ABC isinstance
+        if result is SUCCESS:  # nearly every message: the empty answer, at once
+            self.write(_pack(RESPONSE, frame.msg_id, 0))
+        elif isinstance(result, int):  # a cheaper test than Deferred's ABC isinstance
             self._answer(result, frame.msg_id)
         else:
             result.addCallback(self._answer, frame.msg_id)
@@ -399,6 +441,19 @@ class Session(BoundedConnection, FrameReceiver):
 
     # -- timers --
 
+    def due(self, what: int) -> Optional[float]:
+        """When check C{what} (L{LOGIN}, L{IDLE}) is due for this session, if it is."""
+        return self._login_due if what == LOGIN else self._idle_due
+
+    def deadline(self, what: int) -> None:
+        """Check C{what} is due now (L{Deadlines} calls this)."""
+        if what == LOGIN:
+            self._login_due = None
+            self._login_expired()
+        else:
+            self._idle_due = None
+            self._idle_check()
+
     def _login_expired(self) -> None:
         self.factory.count("login_timeout")
         # The contract: TIMEOUT with the login's msg_id (1) just before closing.
@@ -418,7 +473,8 @@ class Session(BoundedConnection, FrameReceiver):
             delay = limit - silent
         else:
             delay = limit / 2 - silent
-        self._idle_timer = clock.callLater(delay, self._idle_check)
+        self._idle_due = clock.seconds() + delay
+        self.factory.deadlines.add(self._idle_due, self, IDLE)
 
 
 def _table(actions: dict) -> dict:
