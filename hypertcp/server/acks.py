@@ -21,9 +21,14 @@ class AckTracker:
     earliest deadline: a timer per delivery would cost a DelayedCall, its
     place in the reactor's heap and its cancellation for every message
     (most are acknowledged within a round trip, long before any deadline).
+    Waits are kept in the order sent, which is deadline order while they
+    share a timeout (the server's ack timeout), so a firing looks only at
+    the waits that are due: a peer that never acknowledges must not make
+    every firing walk all of its waits.  A shorter timeout than those
+    before it breaks the order, and the next firing sorts them again.
     """
 
-    __slots__ = ("clock", "_pending", "_timer", "_due")
+    __slots__ = ("clock", "_pending", "_timer", "_due", "_last", "_ordered")
 
     def __init__(self, clock: Any) -> None:
         self.clock = clock
@@ -31,6 +36,8 @@ class AckTracker:
         self._pending: dict[int, tuple[float, Deferred]] = {}
         self._timer: Any = None
         self._due = 0.0  # when the timer fires
+        self._last = float("-inf")  # the latest deadline so far
+        self._ordered = True  # deadlines rise in the order of _pending
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -46,6 +53,10 @@ class AckTracker:
         d: Deferred = Deferred()
         deadline = self.clock.seconds() + timeout
         pending[msg_id] = (deadline, d)
+        if deadline >= self._last:
+            self._last = deadline
+        else:
+            self._ordered = False
         self._arm(deadline)
         return d
 
@@ -60,6 +71,7 @@ class AckTracker:
             self._timer.cancel()
             self._timer = None
         pending, self._pending = self._pending, {}
+        self._last, self._ordered = float("-inf"), True
         for _, d in pending.values():
             _end(d, TIMEOUT)
 
@@ -79,14 +91,24 @@ class AckTracker:
         self._timer = None
         now = self.clock.seconds()
         pending = self._pending
-        expired = [(msg_id, entry) for msg_id, entry in pending.items() if entry[0] <= now]
+        if not self._ordered:
+            self._pending = pending = dict(sorted(pending.items(), key=lambda item: item[1][0]))
+            self._ordered = True
+        expired = []
+        for msg_id, entry in pending.items():
+            if entry[0] > now:
+                break
+            expired.append((msg_id, entry))
         for msg_id, entry in expired:
             # A callback may have ended or replaced a later one meanwhile.
             if pending.get(msg_id) is entry:
                 del pending[msg_id]
                 _end(entry[1], TIMEOUT)
+        pending = self._pending  # a callback may have ended the connection: then it is empty
         if pending:
-            self._arm(min(deadline for deadline, _ in pending.values()))
+            self._arm(next(iter(pending.values()))[0])
+        else:
+            self._last = float("-inf")
 
 
 def _end(d: Deferred, status: int) -> None:

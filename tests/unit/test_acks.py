@@ -133,6 +133,33 @@ def test_a_wait_ending_can_start_another():
     assert later == [[Status.TIMEOUT]]
 
 
+def test_a_wait_that_ends_the_connection_as_it_times_out_leaves_no_timer():
+    clock = Clock()
+    tracker = AckTracker(clock)
+    first = tracker.expect(1, timeout=10)
+    first.addCallback(lambda status: tracker.end())  # the session closes on it
+    clock.advance(1)
+    later = results(tracker.expect(2, timeout=10))
+    clock.advance(9)
+    assert later == [Status.TIMEOUT], "ended with the connection"
+    assert len(tracker) == 0 and clock.getDelayedCalls() == []
+
+
+def test_waits_in_deadline_order_after_a_shorter_timeout_each_end_on_time():
+    # A shorter timeout breaks the order the waits are kept in; the next
+    # firing sorts them, and every later one still ends at its deadline.
+    clock = Clock()
+    tracker = AckTracker(clock)
+    a = results(tracker.expect(1, timeout=10))
+    b = results(tracker.expect(2, timeout=4))
+    clock.advance(1)
+    c = results(tracker.expect(3, timeout=10))
+    d = results(tracker.expect(4, timeout=5))
+    for at, ended in ((4, [b]), (6, [b, d]), (10, [b, d, a]), (11, [b, d, a, c])):
+        clock.advance(at - clock.seconds())
+        assert [w for w in (a, b, c, d) if w] == ended, at
+
+
 # -- acknowledged delivery through the server -------------------------------------
 
 def test_the_sender_is_answered_when_the_receiver_acknowledges(server):
