@@ -19,10 +19,11 @@ Messages without qos never come here: their path does not touch the store.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from hypertcp.protocol.bodies import BadBody, Send, delivery_body
 from hypertcp.protocol.commands import Command, Status
@@ -65,8 +66,14 @@ class Offline:
 
     # -- messages that ask for qos --
 
-    def route(self, sender: IPeer, send: Send) -> Union[int, Deferred]:
-        """The sender's status for a qos-1 message, or a Deferred of it."""
+    def route(self, sender: IPeer, send: Send, answer: Callable[[int, int], None],
+              msg_id: int) -> Union[int, Deferred, None]:
+        """
+        The sender's status for a qos-1 message, or a Deferred of it; or None
+        when the message goes to the store, which answers C{answer(status,
+        msg_id)} once it has committed (a Deferred per stored message cost
+        more than the rest of its way).
+        """
         hub = self.hub
         target = send.target
         if target == "server" or not sender.token.may_reach(target):
@@ -79,13 +86,15 @@ class Offline:
         backlog = self.backlogs.get(target)
         if backlog is not None:
             if backlog.reading:
-                return self.put(sender.device_id, target, payload, ttl)
+                self._store(sender.device_id, target, payload, ttl, answer, msg_id)
+                return None
             return self._hold(backlog, sender.device_id, send, payload, ttl)
         live = hub.devices.get(target)
         remote = hub.remote
         far = remote is not None and remote.holds(target)
         if not (live or far):
-            return self.put(sender.device_id, target, payload, ttl)
+            self._store(sender.device_id, target, payload, ttl, answer, msg_id)
+            return None
         body = delivery_body(sender.device_id, send.payload)
         waits: list[Deferred] = []
         if live:
@@ -126,6 +135,22 @@ class Offline:
                           message.expires_at)
             if message.outcome is not None:
                 d.chainDeferred(message.outcome)
+
+    def _store(self, sender_id: str, target: str, payload: bytes, ttl: float,
+               answer: Callable[[int, int], None], msg_id: int) -> None:
+        """L{put}, answered by C{answer(status, msg_id)}."""
+        now = self.clock.seconds()
+        self.store.put_then(target, sender_id, payload, int(now * 1000), int((now + ttl) * 1000),
+                            self._stored, answer, msg_id)
+        backlog = self.backlogs.get(target)
+        if backlog is not None:
+            backlog.stored()
+
+    def _stored(self, result: Any, answer: Callable[[int, int], None], msg_id: int) -> None:
+        if type(result) is Failure:
+            answer(self._put_failed(result), msg_id)
+        else:
+            answer(self._counted(result), msg_id)
 
     def put(self, sender_id: str, target: str, payload: bytes, ttl: float) -> Deferred:
         """Store a message for C{target}: a Deferred of STORED, QUOTA_LIMIT or SERVER_EXCEPTION."""

@@ -395,7 +395,9 @@ class Session(BoundedConnection, FrameReceiver):
         hub = self.factory.hub
         try:
             if qos and hub.offline is not None:
-                result = hub.offline.route(self, send)
+                result = hub.offline.route(self, send, self._answer, frame.msg_id)
+                if result is None:
+                    return  # the store answers once it has committed
             else:
                 result = hub.route(self, target, payload, ack)
         except JSONEncodeError as e:

@@ -24,6 +24,14 @@ class IMessageStore(Interface):
         is full (messages already expired do not count).
         """
 
+    def put_then(device_id: str, sender: str, payload: bytes, queued_at: int, expires_at: int,
+                 then: object, *args: object) -> None:
+        """
+        L{put}, answered without a Deferred: C{then(result, *args)} once it
+        would fire, C{result} being its status or, when it fails, the
+        L{Failure}.  The server's path for every stored message.
+        """
+
     def fetch(device_id: str, after: object, limit: int) -> object:
         """
         A Deferred of up to C{limit} L{Stored} messages of C{device_id}

@@ -196,6 +196,10 @@ class RedisStore:
                           size(sender, payload), queued_at, expires_at, *self.bounds,
                           self._now(), MARGIN_MS).addCallback(self._put)
 
+    def put_then(self, device_id: str, sender: str, payload: bytes, queued_at: int,
+                 expires_at: int, then: Callable[..., None], *args: Any) -> None:
+        self.put(device_id, sender, payload, queued_at, expires_at).addBoth(then, *args)
+
     def _put(self, reply: list) -> int:
         stored, expired = reply
         self.expired += expired

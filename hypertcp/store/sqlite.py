@@ -23,6 +23,7 @@ them on the file directly, from another process, while the server runs.
 from __future__ import annotations
 
 import sqlite3
+from itertools import chain
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, fail
@@ -41,6 +42,7 @@ BUSY_TIMEOUT = 5.0
 #: Expired messages deleted per statement by a sweep, so a sweep never holds the file long.
 SWEEP_CHUNK = 1000
 SYNCHRONOUS = ("full", "normal")
+STORED, QUOTA_LIMIT = Status.STORED, Status.QUOTA_LIMIT  # bound once: a lookup per put costs
 #: Seconds between log lines about failing batches.
 FAILURE_LOG_INTERVAL = 10.0
 
@@ -171,11 +173,11 @@ class Writer:
         self.seq = max(self.seq, conn.execute(
             "SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0])
 
-    def batch(self, operations: list[tuple[Callable, tuple]]) -> list[Any]:
+    def batch(self, operations: list[tuple]) -> list[Any]:
         """
-        Run C{operations} (each C{f(writer, *args)}) in one transaction; their
-        results, once it has committed.  Consecutive puts go in as one
-        statement.
+        Run C{operations} (each C{(f, args, ...)}, run as C{f(writer,
+        *args)}; what follows is the caller's) in one transaction; their results, once
+        it has committed.  Consecutive puts go in as one statement.
         """
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
@@ -183,7 +185,8 @@ class Writer:
             if conn.execute("PRAGMA data_version").fetchone()[0] != self._version:
                 self._recount()  # the queue command changed the file
             results = []
-            for operation, args in operations:
+            for op in operations:
+                operation, args = op[0], op[1]
                 if operation is not Writer.put:
                     self._insert()  # what follows must see the puts before it
                 results.append(operation(self, *args))
@@ -203,7 +206,7 @@ class Writer:
             statement = self._statements.get(len(chunk))
             if statement is None:
                 statement = self._statements[len(chunk)] = _INSERT + ", ".join([_ROW] * len(chunk))
-            self.conn.execute(statement, [value for row in chunk for value in row])
+            self.conn.execute(statement, list(chain.from_iterable(chunk)))
         rows.clear()
 
     def _fits(self, device: str, size: int, bounds: Bounds) -> bool:
@@ -233,7 +236,7 @@ class Writer:
             if not self._fits(device, n, bounds) and self.total + n > bounds.max_total_bytes:
                 self._expire(now)
             if not self._fits(device, n, bounds):
-                return Status.QUOTA_LIMIT
+                return QUOTA_LIMIT
         self.seq += 1
         self._rows.append((self.seq, device, sender, payload, n, queued_at, expires_at))
         counted = self.counts.get(device)
@@ -243,7 +246,7 @@ class Writer:
             counted[0] += 1
             counted[1] += n
         self.total += n
-        return Status.STORED
+        return STORED
 
     def _expire(self, now: int, device: Optional[str] = None) -> int:
         """Delete expired messages (one device's, or a chunk of anyone's); how many."""
@@ -328,7 +331,9 @@ class SQLiteStore:
         self._run = run
         #: Batches committed, and the operations in them: how well group commit groups.
         self.batches = self.operations = 0
-        self._pending: list[tuple[Callable, tuple, Deferred]] = []
+        # (operation, args, then, then_args): C{then} is a Deferred, or a
+        # callable answered as C{then(result, *then_args)} (L{put_then}).
+        self._pending: list[tuple[Callable, tuple, Any, tuple]] = []
         self._busy = False
         self._call: Any = None
         self._closed: Optional[Deferred] = None
@@ -344,7 +349,7 @@ class SQLiteStore:
         if self._closed is not None:
             return fail(RuntimeError("the message store is closed"))
         d: Deferred = Deferred()
-        self._pending.append((operation, args, d))
+        self._pending.append((operation, args, d, ()))
         if not self._busy and self._call is None:
             self._call = self.clock.callLater(0, self._flush)
         return d
@@ -355,33 +360,42 @@ class SQLiteStore:
             return
         batch, self._pending = self._pending, []
         self._busy = True
-        self._run(self._writer.batch, [(op, args) for op, args, _ in batch]).addBoth(
-            self._committed, batch)
+        self._run(self._writer.batch, batch).addBoth(self._committed, batch)
 
-    def _committed(self, results: Any, batch: list[tuple[Callable, tuple, Deferred]]) -> None:
+    def _committed(self, results: Any, batch: list[tuple[Callable, tuple, Any, tuple]]) -> None:
         # Still busy while the callers' callbacks run: what they submit
         # waits for the next turn's batch.
-        if isinstance(results, Failure):
+        failed = isinstance(results, Failure)
+        if failed:
             now = self.clock.seconds()
             if now - self._failure_logged >= FAILURE_LOG_INTERVAL:
                 # A full disk fails every batch: one line per interval, not a flood.
                 self._failure_logged = now
                 self.log.failure("message store {path}: a batch of {count} failed", results,
                                  path=self.path, count=len(batch))
-            for _, _, d in batch:
-                d.errback(results)
+            results = [results] * len(batch)
         else:
             self.batches += 1
             self.operations += len(batch)
-            writes = self.writes
+        writes = self.writes
+        if writes is not None:
+            writes.begin()
+        try:
+            for (_, _, then, extra), result in zip(batch, results):
+                if type(then) is Deferred:
+                    if failed:
+                        then.errback(result)
+                    else:
+                        then.callback(result)
+                    continue
+                try:
+                    then(result, *extra)
+                except Exception:
+                    # One caller's fault must not leave the others unanswered.
+                    self.log.failure("message store {path}: answering a batch", path=self.path)
+        finally:
             if writes is not None:
-                writes.begin()
-            try:
-                for (_, _, d), result in zip(batch, results):
-                    d.callback(result)
-            finally:
-                if writes is not None:
-                    writes.end()
+                writes.end()
         self._busy = False
         if self._pending:
             if self._closed is not None:
@@ -398,6 +412,18 @@ class SQLiteStore:
         # It is accepted now: its queued_at is the now its bounds are checked at.
         return self._submit(Writer.put, device_id, sender, payload, queued_at, expires_at,
                             self.bounds, queued_at)
+
+    def put_then(self, device_id: str, sender: str, payload: bytes, queued_at: int,
+                 expires_at: int, then: Callable[..., None], *args: Any) -> None:
+        # A Deferred and its callbacks cost more than the rest of a stored
+        # message on the reactor: a committed batch calls its callers directly.
+        if self._closed is not None:
+            then(Failure(RuntimeError("the message store is closed")), *args)
+            return
+        self._pending.append((Writer.put, (device_id, sender, payload, queued_at, expires_at,
+                                           self.bounds, queued_at), then, args))
+        if not self._busy and self._call is None:
+            self._call = self.clock.callLater(0, self._flush)
 
     @property
     def expired(self) -> int:

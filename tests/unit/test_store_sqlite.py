@@ -41,6 +41,48 @@ def test_one_turns_operations_commit_as_one_batch(tmp_path):
     assert (s.batches, s.operations) == (1, 4)
 
 
+def test_put_then_answers_each_caller_once_its_batch_has_committed(tmp_path):
+    # The server's path for every stored message: no Deferred per message.
+    clock = Clock()
+    s = store(tmp_path / "m.db", clock)
+    answered: list = []
+    for n in range(4):
+        s.put_then("lamp", "app", b'{"n":%d}' % n, 0, 10_000, lambda *got: answered.append(got),
+                   n)
+    assert answered == [], "nothing is answered before the commit"
+    clock.advance(0)
+    assert answered == [(Status.STORED, 0), (Status.STORED, 1), (Status.STORED, 2),
+                        (Status.QUOTA_LIMIT, 3)]
+    assert [m.payload for m in db.messages(db.connect(str(tmp_path / "m.db"), create=False),
+                                           "lamp", 10)] == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+
+
+def test_put_then_hands_a_failed_batch_to_every_caller_and_one_callers_error_to_the_log(
+        tmp_path):
+    from twisted.python.failure import Failure
+
+    from tests.inprocess import captured_log
+
+    clock = Clock()
+    s = store(tmp_path / "m.db", clock)
+    answered: list = []
+
+    def broken(result: Any) -> None:
+        raise RuntimeError("a caller's bug")
+
+    with captured_log() as log:
+        s.put_then("lamp", "app", b"{}", 0, 10_000, broken)
+        s.put_then("lamp", "app", b"{}", 0, 10_000, answered.append)
+        clock.advance(0)
+        assert answered == [Status.STORED], "the caller after a broken one is answered"
+        assert "answering a batch" in log
+        s.conn.close()  # the disk is gone
+        s.put_then("lamp", "app", b"{}", 0, 10_000, answered.append)
+        s.put_then("lamp", "app", b"{}", 0, 10_000, answered.append)
+        clock.advance(0)
+    assert [type(a) for a in answered[1:]] == [Failure, Failure]
+
+
 def test_a_message_answered_stored_is_in_the_file_for_anyone_who_opens_it(tmp_path):
     clock = Clock()
     path = tmp_path / "m.db"
