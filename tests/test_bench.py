@@ -137,10 +137,30 @@ def test_pairs_over_tls_beside_mosquitto():
 
 
 @pytest.mark.integration
+def test_pairs_through_two_cluster_nodes_same_node_and_cross_node():
+    # Issue 11's cluster figure, scaled down: a Redis and two nodes per run,
+    # each pair on one node, then split across the two; nothing lost either way.
+    report = run("--nodes", "2", "--pairs", "2", "--rate", "400", "--duration", "0.5",
+                 "--warmup", "0.2", "--quiet", "--json")
+    assert report["scenario"]["nodes"] == 2
+    assert set(report["runs"]) == {"same_node", "cross_node"}
+    for figures in report["runs"].values():
+        assert_delivered_all(figures)
+        assert_server_measured(figures)
+        assert figures["redis_cpu_s"] is not None
+    summary = report["cluster"]
+    assert summary["cross_to_same_msgs"] > 0
+    assert summary["added_p99_ms"] == pytest.approx(
+        report["runs"]["cross_node"]["p99_ms"] - report["runs"]["same_node"]["p99_ms"])
+
+
+@pytest.mark.integration
 def test_runs_that_cannot_be_combined():
     for args, why in ((("--storm", "5", "--idle", "5"), "choose one"),
                       (("--tls", "--peer", "sink"), "no TLS"),
-                      (("--storm", "5", "--peer", "sink"), "--storm")):
+                      (("--storm", "5", "--peer", "sink"), "--storm"),
+                      (("--nodes", "2", "--tls"), "plain TCP"),
+                      (("--nodes", "1",), "at least 2")):
         result = hypertcp("bench", *args)
         assert result.returncode == 1, args
         assert why in result.stderr and "Traceback" not in result.stderr
@@ -166,6 +186,15 @@ def test_running_server_needs_a_token():
     result = hypertcp("bench", "--port", "1", "--duration", "1")
     assert result.returncode == 1
     assert "--token" in result.stderr
+
+
+def test_nodes_without_redis_server_say_what_to_install(monkeypatch):
+    from hypertcp.bench import cluster
+
+    monkeypatch.setattr(cluster, "REDIS", "/nonexistent/redis-server")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(BenchError, match=r"apt-get install redis-server"):
+        cluster.Redis()
 
 
 def test_table_puts_ratios_beside_the_figures():

@@ -38,6 +38,12 @@ def _bench(args: argparse.Namespace) -> None:
         raise BenchError("--peer sink has no TLS: it measures the load generator alone")
     if kind != "pairs" and "sink" in args.peer:
         raise BenchError(f"--peer sink measures the load generator's pairs, not --{kind}")
+    if args.nodes is not None:
+        if args.nodes < 2:
+            raise BenchError("--nodes needs at least 2 nodes")
+        if kind != "pairs" or args.port is not None or args.tls or "sink" in args.peer:
+            raise BenchError("--nodes measures pairs through a cluster the bench starts, over "
+                             "plain TCP: not with --idle, --storm, --port, --tls or --peer sink")
     raise_nofile({"pairs": 2 * args.pairs, "idle": args.idle, "storm": args.storm}[kind] + 200)
     payload_template(args.payload)  # fail early on a payload too small
     run = {"pairs": run_pairs, "idle": run_idle, "storm": run_storm}[kind]
@@ -54,6 +60,13 @@ def _bench(args: argparse.Namespace) -> None:
                 tls = client_context(args.ca) if args.tls else None
                 found = [lambda: Broker("HyperTCP", HyperTCP(args.token), (args.host, args.port),
                                         args.server_pid, tls=tls)]
+            elif args.nodes is not None:
+                from hypertcp.bench.cluster import start_cluster
+
+                # The same cluster twice: pairs kept on one node, then split across two.
+                found = [lambda cross=cross: start_cluster(args.nodes, cross, args.server_arg,
+                                                           args.backlog)
+                         for cross in (False, True)]
             else:
                 found = [lambda: start_hypertcp(args.server_arg, certs, args.backlog)]
             for peer in args.peer:
@@ -86,8 +99,8 @@ def _bench(args: argparse.Namespace) -> None:
                 figures = run(broker, args)
             finally:
                 broker.stop()
-            runs[broker.proto.name] = figures
-            names[broker.proto.name] = broker.name
+            runs[broker.key] = figures
+            names[broker.key] = broker.name
     report.show(args, runs, names)
 
 
@@ -166,6 +179,12 @@ def add_parser(subparsers: Any) -> None:
     storm.add_argument("--storm-timeout", type=float, default=120, metavar="S",
                        help="seconds a device may take to get online before it counts as "
                             "failed (default: %(default)s)")
+    cluster = parser.add_argument_group("cluster")
+    cluster.add_argument("--nodes", type=int, metavar="N",
+                         help="run the pairs through N cluster nodes on one Redis (Debian's "
+                              "redis-server, started on a loopback port): once with each "
+                              "pair's sender and receiver on one node, once with them on two "
+                              "different nodes, and report both")
     where = parser.add_argument_group("servers")
     where.add_argument("--peer", action="append", choices=("mosquitto", "sink"), default=[],
                        help="also run the load through mosquitto, or with no broker at all "

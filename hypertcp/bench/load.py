@@ -25,8 +25,30 @@ if TYPE_CHECKING:
 DRAIN = 5.0  # seconds after the run for what is in flight to arrive
 
 
+def _open(proto: Any, pairs: list[Pair], receiver: bool, where: Callable[[int], Any],
+          tls: Any) -> list[Any]:
+    """Log in each pair's receiver (or sender) where C{where(index)} says, in the pairs' order."""
+    kind = "r" if receiver else "s"
+    groups: dict[Any, list[int]] = {}
+    for n, pair in enumerate(pairs):
+        groups.setdefault(where(pair.index), []).append(n)
+    opened: list[Any] = [None] * len(pairs)
+    for address, members in groups.items():
+        for n, conn in zip(members, open_many(address, [
+                (proto.hello(f"bench-{kind}-{pairs[n].index}", receiver), proto.welcome(receiver))
+                for n in members], tls=tls)):
+            opened[n] = conn
+    return opened
+
+
 def _connect_pairs(proto: Any, address: Optional[tuple[str, int]], first: int, count: int,
-                   size: int, tls: Any = None) -> list[Pair]:
+                   size: int, tls: Any = None,
+                   place: Optional[Callable[[int], tuple[Any, Any]]] = None) -> list[Pair]:
+    """
+    Connect and log in pairs C{first} .. C{first + count - 1}, each end at
+    the address C{place(index)} names for it (a cluster's nodes), or at
+    C{address}.
+    """
     inner = payload_template(size)
     pairs = []
     for i in range(first, first + count):
@@ -39,11 +61,11 @@ def _connect_pairs(proto: Any, address: Optional[tuple[str, int]], first: int, c
         for pair, (near, far) in zip(pairs, ends):
             pair.sender, pair.receiver = Conn(near, pair, False), Conn(far, pair, True)
         return pairs
+    if place is None:
+        place = lambda index: (address, address)  # noqa: E731
     # Receivers first, so the first message finds its target logged in.
-    receivers = open_many(address, [(proto.hello(f"bench-r-{p.index}", True), proto.welcome(True))
-                                    for p in pairs], tls=tls)
-    senders = open_many(address, [(proto.hello(f"bench-s-{p.index}", False), proto.welcome(False))
-                                  for p in pairs], tls=tls)
+    receivers = _open(proto, pairs, True, lambda index: place(index)[1], tls)
+    senders = _open(proto, pairs, False, lambda index: place(index)[0], tls)
     for pair, (rsock, rrest, rtls), (ssock, srest, stls) in zip(pairs, receivers, senders):
         pair.receiver = Conn(rsock, pair, True, rrest, rtls)
         pair.sender = Conn(ssock, pair, False, srest, stls)
@@ -209,7 +231,8 @@ def drive(proto: Any, pairs: list[Pair], *, go: float, warmup: float, duration: 
 def _job(proto: Any, address: Optional[tuple[str, int]], first: int, count: int, opts: dict,
          pipe: Connection) -> dict:
     """A worker's part of the run: connect its pairs, then drive them from the start time."""
-    pairs = _connect_pairs(proto, address, first, count, opts["payload"], opts["tls"])
+    pairs = _connect_pairs(proto, address, first, count, opts["payload"], opts["tls"],
+                           opts["place"])
     go, report = ready(pipe)
     # This process's share of a fixed total rate is its share of the pairs.
     return drive(proto, pairs, go=go, warmup=opts["warmup"], duration=opts["duration"],
@@ -221,10 +244,11 @@ def run_pairs(broker: Broker, args: argparse.Namespace) -> dict:
     """One throughput run against C{broker}; the figures as a dict."""
     opts = {"pairs": args.pairs, "payload": args.payload, "warmup": args.warmup,
             "duration": args.duration, "rate": args.rate, "window": args.window,
-            "ack": args.ack}
+            "ack": args.ack, "place": broker.place if broker.address else None}
     workers = spawn(_job, broker, args.pairs, args.procs, opts)
     try:
         gather(workers, "ready", broker, lambda n: None, 600)
+        broker.settle()
         go = time.monotonic() + 0.2
         for _, pipe in workers:
             pipe.send(go)
@@ -234,9 +258,12 @@ def run_pairs(broker: Broker, args: argparse.Namespace) -> dict:
         marks: list[Optional[float]] = []
         memory: dict[str, Optional[int]] = {}
 
+        extra: list[dict[str, float]] = []
+
         def tick() -> None:
             while len(marks) < 2 and time.monotonic() >= edges[len(marks)]:
                 marks.append(broker.cpu())
+                extra.append(broker.extra_cpu())
                 if len(marks) == 2:
                     memory.update(broker.memory())
 
@@ -266,4 +293,6 @@ def run_pairs(broker: Broker, args: argparse.Namespace) -> dict:
         "msgs_per_cpu_s": in_window / cpu if cpu else None,
         "bench_cpu_s": sum(r["bench_cpu"] for r in results),
     })
+    if len(extra) == 2:  # e.g. a cluster's Redis, over the same window
+        figures.update({name: extra[1][name] - extra[0][name] for name in extra[0]})
     return figures

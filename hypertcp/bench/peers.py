@@ -65,9 +65,23 @@ class Broker:
         self.proc = proc
         self.workdir = workdir
         self.lines: list[str] = []
+        #: What its figures are filed under in a run's report.
+        self.key: str = getattr(proto, "name", name.lower())
+
+    def place(self, index: int) -> tuple[tuple[str, int], tuple[str, int]]:
+        """Where pair C{index}'s sender and receiver connect: here, both."""
+        assert self.address is not None
+        return self.address, self.address
 
     def cpu(self) -> Optional[float]:
         return proc_cpu(self.pid) if self.pid else None
+
+    def extra_cpu(self) -> dict[str, float]:
+        """The CPU of processes it needs besides itself (a cluster's Redis), by figure name."""
+        return {}
+
+    def settle(self) -> None:
+        """Wait, once every connection of a run is logged in, until the run may begin."""
 
     def memory(self) -> dict[str, Optional[int]]:
         return proc_memory(self.pid) if self.pid else {"rss_kb": None, "peak_kb": None}
@@ -99,21 +113,28 @@ class Broker:
 
 
 def start_hypertcp(extra: list[str], certs: Optional[Certificates] = None,
-                   backlog: Optional[int] = None) -> Broker:
+                   backlog: Optional[int] = None,
+                   tokens: Optional[tuple[Path, str]] = None) -> Broker:
     """
     C{twistd -n hypertcp} on a loopback port the OS picks, with a fresh
-    fleet token; with C{certs}, the run goes through its TLS listener.
-    C{backlog} is the listeners' listen queue, when not Twisted's default.
+    fleet token, or a copy of the token file C{tokens} names with its
+    fleet token's secret; with C{certs}, the run goes through its TLS
+    listener.  C{backlog} is the listeners' listen queue, when not Twisted's
+    default.
     """
     from hypertcp.server.tokens import TokenStore
 
     workdir = tempfile.TemporaryDirectory(prefix="hypertcp-bench-")
-    tokens = Path(workdir.name) / "tokens.json"
-    secret = TokenStore(tokens).add("bench", role="fleet")
+    if tokens is None:
+        token_file = Path(workdir.name) / "tokens.json"
+        secret = TokenStore(token_file).add("bench", role="fleet")
+    else:
+        token_file = Path(shutil.copy(tokens[0], workdir.name))
+        secret = tokens[1]
     endpoint = "tcp:0:interface=127.0.0.1" + (f":backlog={backlog}" if backlog else "")
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "hypertcp", "--listen", endpoint,
-            "--tokens", str(tokens), "--rate-limit", "0",
+            "--tokens", str(token_file), "--rate-limit", "0",
             # Every bench device comes from 127.0.0.1; a fleet's come from
             # as many addresses as devices, so the per-source cap is lifted.
             "--set", "limits.max_pending_per_source=0", *extra]
@@ -144,7 +165,7 @@ def start_hypertcp(extra: list[str], certs: Optional[Certificates] = None,
     return broker
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -159,7 +180,7 @@ def start_mosquitto(keepalive: int = 0, certs: Optional[Certificates] = None) ->
     if binary is None:
         return None
     workdir = tempfile.TemporaryDirectory(prefix="hypertcp-bench-mosquitto-")
-    port = _free_port()
+    port = free_port()
     conf = Path(workdir.name) / "mosquitto.conf"
     # Debian's defaults, plus a loopback listener open to anonymous clients,
     # no persistence (HyperTCP stores nothing either), and quiet logs.

@@ -62,6 +62,7 @@ PAIR_ROWS = [
     ("server_peak_rss_mb", "server peak RSS MB", "{:.1f}"),
     ("msgs_per_cpu_s", "msgs per server CPU s", "{:,.0f}"),
     ("bench_cpu_s", "load generator CPU s", "{:.2f}"),
+    ("redis_cpu_s", "Redis CPU s", "{:.2f}"),
 ]
 IDLE_ROWS = [
     ("connections", "connections", "{:,}"),
@@ -88,6 +89,8 @@ STORM_ROWS = [
     ("listen_overflows", "listen queue overflows", "{:,}"),
     ("bench_cpu_s", "load generator CPU s", "{:.2f}"),
 ]
+# Rows shown only when some run has the figure.
+OPTIONAL = ("redis_cpu_s",)
 # Figures where a ratio to the baseline says something.
 RATIOS = ("msgs_per_s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "server_cpu_s",
           "server_cpu_percent", "server_peak_rss_mb", "msgs_per_cpu_s", "rss_per_conn_kb",
@@ -95,10 +98,30 @@ RATIOS = ("msgs_per_s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "server_cpu_s",
           "server_rss_mb")
 
 
+def cluster_summary(runs: dict[str, dict]) -> Optional[dict[str, Optional[float]]]:
+    """
+    What splitting pairs across nodes costs (C{--nodes}): cross-node msgs/s
+    as a share of same-node, and the p50/p99 latency it adds.
+    """
+    same, cross = runs.get("same_node"), runs.get("cross_node")
+    if same is None or cross is None:
+        return None
+
+    def added(key: str) -> Optional[float]:
+        if cross.get(key) is None or same.get(key) is None:
+            return None
+        return cross[key] - same[key]
+
+    return {"cross_to_same_msgs": cross["msgs_per_s"] / same["msgs_per_s"]
+            if same.get("msgs_per_s") else None,
+            "added_p50_ms": added("p50_ms"), "added_p99_ms": added("p99_ms")}
+
+
 def ratios(runs: dict[str, dict]) -> dict[str, dict[str, float]]:
     """Every run's figures as ratios to the baseline's (the first peer run)."""
     names = list(runs)
-    base = runs.get("mosquitto") or (runs[names[1]] if len(names) > 1 else None)
+    base = runs.get("mosquitto") or runs.get("same_node") or (
+        runs[names[1]] if len(names) > 1 else None)
     if base is None:
         return {}
     out = {}
@@ -166,13 +189,29 @@ def show(args: argparse.Namespace, runs: dict[str, dict], brokers: dict[str, str
         title = (f"{args.pairs:,} pairs over {over}, {args.payload}-byte payload, {rate}, "
                  f"receivers {'ack' if args.ack else 'do not ack'}, {args.duration:g} s "
                  f"after {args.warmup:g} s warm-up, {args.procs} load process(es)")
+        if getattr(args, "nodes", None):
+            scenario["nodes"] = args.nodes
+            title += (f"; through {args.nodes} cluster nodes on one Redis, each pair on one "
+                      "node (same-node) or split across two (cross-node)")
         rows = PAIR_ROWS
     scenario["tls"] = args.tls
+    summary = cluster_summary(runs)
     if args.json:
-        print(json.dumps({"scenario": scenario, "runs": runs, "ratios": ratios(runs)}, indent=2))
+        found = {"scenario": scenario, "runs": runs, "ratios": ratios(runs)}
+        if summary is not None:
+            found["cluster"] = summary
+        print(json.dumps(found, indent=2))
         return
     print(title)
-    print(table(runs, rows, brokers))
+    print(table(runs, [row for row in rows if any(row[0] in f for f in runs.values())
+                       or row[0] not in OPTIONAL], brokers))
+    if summary is not None:
+        share, p50, p99 = (summary["cross_to_same_msgs"], summary["added_p50_ms"],
+                           summary["added_p99_ms"])
+        print(f"cross-node / same-node: {share:.2f}x msgs/s (target >= 0.5x); "
+              f"latency added p50 {p50:+.3f} ms, p99 {p99:+.3f} ms (target p99 < 2 ms "
+              "at 5,000 msgs/s)" if share is not None and p50 is not None and p99 is not None
+              else "cross-node / same-node: no figures")
     for name, figures in runs.items():
         for why, times in (figures.get("failure_reasons") or {}).items():
             print(f"{brokers[name]}: {times:,} failed: {why}")
