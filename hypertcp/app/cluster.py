@@ -57,7 +57,7 @@ def makeService(config: ClusterConfig, factory: HyperTCPFactory, listeners: list
     keys = Keys(config.prefix)
     node = ClusterNode(factory.hub, config.node_id or default_node_id(),
                        advertised(config, listeners), keys, reactor, ttl=config.ttl,
-                       refresh=config.refresh)
+                       refresh=config.refresh, writes=factory.batch)
     node.tokens = ClusterTokens(factory.tokens, keys, factory.tokens_changed)
     tls = None
     if url.tls:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Callable, Iterator, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional, Union
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
@@ -53,15 +54,53 @@ def default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+class Published:
+    """
+    The status of every plain delivery in one outbox's batch: SUCCESS once
+    its PUBLISH has reached the node, DEVICE_NOT_IN_NETWORK when no node
+    listens there any more, SERVER_EXCEPTION while Redis cannot be reached.
+    One per batch instead of a Deferred per message (which cost as much as
+    the rest of the message's way): callers add C{addCallback(f, *args)} as
+    to a Deferred, and each C{f(status, *args)} is called once.
+    """
+
+    __slots__ = ("status", "_callbacks")
+
+    log = Logger()
+
+    def __init__(self, status: Optional[int] = None) -> None:
+        self.status = status
+        self._callbacks: list[tuple[Callable[..., Any], tuple]] = []
+
+    def addCallback(self, f: Callable[..., Any], *args: Any) -> "Published":
+        if self.status is None:
+            self._callbacks.append((f, args))
+        else:
+            f(self.status, *args)
+        return self
+
+    def fire(self, status: int) -> None:
+        self.status = status
+        callbacks, self._callbacks = self._callbacks, []
+        for f, args in callbacks:
+            try:
+                f(status, *args)
+            except Exception:
+                # One sender's fault must not leave the others of the batch unanswered.
+                self.log.failure("cluster: answering a published batch")
+
+
 class _Outbox:
     """What is waiting for one channel's next PUBLISH."""
 
-    __slots__ = ("items", "waiters")
+    __slots__ = ("items", "waiters", "plain")
 
     def __init__(self) -> None:
         self.items: list[bytes] = []
-        # (deferred, ref): ref 0 for a plain delivery, else an acked one's.
+        # (deferred, ref): ref 0 for a command, else an acked delivery's.
         self.waiters: list[tuple[Deferred, int]] = []
+        #: The plain deliveries' shared answer, made with the first of them.
+        self.plain: Optional[Published] = None
 
 
 @implementer(IRemote)
@@ -76,8 +115,10 @@ class ClusterNode:
 
     def __init__(self, hub: Hub, node_id: str, address: Callable[[], Optional[tuple[str, int]]],
                  keys: Keys, clock: Any, ttl: float = 5.0, refresh: float = 1.0,
-                 tls: bool = False) -> None:
+                 tls: bool = False, writes: Any = None) -> None:
         self.hub = hub
+        #: The server's write batch: what one batch from the bus makes goes out one write per peer.
+        self.writes = writes
         self.id = node_id
         self.address = address
         self.keys = keys
@@ -275,29 +316,35 @@ class ClusterNode:
     def holds(self, device_id: str) -> bool:
         return self.directory.holds(device_id)
 
-    def route(self, sender_id: str, target: str, body: bytes, ack: bool) -> Optional[Deferred]:
+    def route(self, sender_id: str, target: str, body: bytes,
+              ack: bool) -> Union[Deferred, Published, None]:
         nodes = self.directory.nodes_of(target)
         if not nodes:
             return None
-        waits = [self._send(node, target, body, ack) for node in nodes]
-        return waits[0] if len(waits) == 1 else first_delivery(waits)
+        if len(nodes) == 1:
+            for node in nodes:
+                return self._send(node, target, body, ack)
+        return first_delivery([self._send(node, target, body, ack) for node in nodes])
 
-    def _send(self, node: str, target: str, body: bytes, ack: bool) -> Deferred:
-        d: Deferred = Deferred()
+    def _send(self, node: str, target: str, body: bytes, ack: bool) -> Union[Deferred, Published]:
         if not self.up:
-            d.callback(BUS_DOWN)
-            return d
-        ref = 0
-        if ack:
-            ref = self._ref = self._ref % env.MAX_REF + 1
-            self._acks[ref] = d
-            # The receiving node answers TIMEOUT after its own ack timeout;
-            # this one covers a node that dies meanwhile.
-            d.addTimeout(self.hub.ack_timeout + 2 * self.refresh, self.clock,
-                         onTimeoutCancel=lambda *_: Status.TIMEOUT)
-            d.addBoth(self._forget_ack, ref)
-        self._queue(self.keys.inbox(node), env.DELIVER_ACKED if ack else env.DELIVER, ref,
-                    target, body, d)
+            return Published(BUS_DOWN)
+        if not ack:
+            box = self._box(self.keys.inbox(node))
+            box.items.append(env.encode_item(env.DELIVER, 0, target, body))
+            plain = box.plain
+            if plain is None:
+                plain = box.plain = Published()
+            return plain
+        d: Deferred = Deferred()
+        ref = self._ref = self._ref % env.MAX_REF + 1
+        self._acks[ref] = d
+        # The receiving node answers TIMEOUT after its own ack timeout;
+        # this one covers a node that dies meanwhile.
+        d.addTimeout(self.hub.ack_timeout + 2 * self.refresh, self.clock,
+                     onTimeoutCancel=lambda *_: Status.TIMEOUT)
+        d.addBoth(self._forget_ack, ref)
+        self._queue(self.keys.inbox(node), env.DELIVER_ACKED, ref, target, body, d)
         return d
 
     def _forget_ack(self, result: Any, ref: int) -> Any:
@@ -365,16 +412,21 @@ class ClusterNode:
 
     # -- the outboxes --
 
-    def _queue(self, channel: str, kind: int, ref: int, target: str, body: bytes,
-               waiter: Optional[Deferred] = None) -> None:
+    def _box(self, channel: str) -> _Outbox:
+        """The outbox of C{channel}, published at the end of this reactor turn."""
         box = self._outboxes.get(channel)
         if box is None:
             box = self._outboxes[channel] = _Outbox()
+            if self._flush_call is None:
+                self._flush_call = self.clock.callLater(0, self._flush)
+        return box
+
+    def _queue(self, channel: str, kind: int, ref: int, target: str, body: bytes,
+               waiter: Optional[Deferred] = None) -> None:
+        box = self._box(channel)
         box.items.append(env.encode_item(kind, ref, target, body))
         if waiter is not None:
             box.waiters.append((waiter, ref))
-        if self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self._flush)
 
     def _flush(self) -> None:
         """One PUBLISH per channel for everything queued this turn."""
@@ -385,22 +437,41 @@ class ClusterNode:
         for channel, box in boxes.items():
             batch = env.encode_batch(self.id, box.items)
             self.bus.publish(channel, batch).addCallbacks(
-                self._published, self._unpublished, (box.waiters,), None, (box.waiters,))
+                self._published, self._unpublished, (box,), None, (box,))
 
-    def _published(self, receivers: int, waiters: list[tuple[Deferred, int]]) -> None:
-        for d, ref in waiters:
-            if d.called:
-                continue
-            if not receivers:
-                d.callback(GONE)  # no node listens there any more
-            elif not ref:
-                d.callback(SUCCESS)
-            # An acked delivery now waits for the receiving node's ACK.
+    def _published(self, receivers: int, box: _Outbox) -> None:
+        with self._batched():
+            if box.plain is not None:
+                box.plain.fire(SUCCESS if receivers else GONE)  # GONE: no node listens there
+            for d, ref in box.waiters:
+                if d.called:
+                    continue
+                if not receivers:
+                    d.callback(GONE)
+                elif not ref:
+                    d.callback(SUCCESS)
+                # An acked delivery now waits for the receiving node's ACK.
 
-    def _unpublished(self, failure: Any, waiters: list[tuple[Deferred, int]]) -> None:
-        for d, _ in waiters:
-            if not d.called:
-                d.callback(BUS_DOWN)
+    def _unpublished(self, failure: Any, box: _Outbox) -> None:
+        with self._batched():
+            if box.plain is not None:
+                box.plain.fire(BUS_DOWN)
+            for d, _ in box.waiters:
+                if not d.called:
+                    d.callback(BUS_DOWN)
+
+    @contextmanager
+    def _batched(self) -> Iterator[None]:
+        """Hold what sessions are sent meanwhile, and write it once per peer at the end."""
+        writes = self.writes
+        if writes is None or writes.active:
+            yield
+            return
+        writes.begin()
+        try:
+            yield
+        finally:
+            writes.end()
 
     # -- what arrives --
 
@@ -413,6 +484,10 @@ class ClusterNode:
             return
         if origin == self.id:
             return  # our own, on the channel everyone hears; anything else, even from the CLI, counts
+        with self._batched():
+            self._received(origin, items)
+
+    def _received(self, origin: str, items: list[env.Item]) -> None:
         hub = self.hub
         for item in items:
             kind = item.kind

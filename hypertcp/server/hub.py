@@ -317,7 +317,15 @@ class Hub:
             for peer in live:
                 peer.deliver(JSON_MESSAGE, body)
             return SUCCESS
-        return far if far is not None else Status.DEVICE_NOT_IN_NETWORK
+        if far is None:
+            return Status.DEVICE_NOT_IN_NETWORK
+        if isinstance(far, Deferred):
+            return far
+        # The cluster answers a batch's plain deliveries at once, with one
+        # object for all; whoever called this (an operator) gets a Deferred.
+        answer: Deferred = Deferred()
+        far.addCallback(answer.callback)
+        return answer
 
     # -- administration --
 

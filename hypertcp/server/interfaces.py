@@ -51,8 +51,10 @@ class IRemote(Interface):
     def route(sender_id: str, target: str, body: bytes, ack: bool) -> object:
         """
         Deliver a JSON_MESSAGE body to C{target}'s connections on other
-        nodes: a Deferred of the status for the sender, or None when no
-        other node holds C{target}.
+        nodes: a Deferred of the status for the sender -- or, for a delivery
+        without C{ack}, an object whose C{addCallback(f, *args)} calls
+        C{f(status, *args)} once, shared by the deliveries sent together --
+        or None when no other node holds C{target}.
         """
 
     def broadcast(body: bytes) -> None:
