@@ -197,5 +197,17 @@ class RedisLink(MultiService):
             return defer.fail(BusDown(str(e)))
 
     def publish(self, channel: str, data: bytes) -> Deferred:
-        """Publish C{data}; a Deferred of how many subscribers received it."""
-        return self.call("PUBLISH", channel, data)
+        """
+        Publish C{data}; a Deferred of how many subscribers received it.  The
+        one command without a reply timer of its own (one per batch of
+        messages, up to one per message at low rates): the heartbeat's
+        commands, sent every refresh, have theirs, and txredisapi fails every
+        reply still awaited when one of them times out.
+        """
+        commands = self.commands
+        if commands is None or not self.up:
+            return defer.fail(BusDown(f"Redis at {self.url} is unreachable"))
+        try:
+            return commands.execute_command("PUBLISH", channel, data, apply_timeout=False)
+        except Exception as e:  # txredisapi raises synchronously when not connected
+            return defer.fail(BusDown(str(e)))
