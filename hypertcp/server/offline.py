@@ -87,6 +87,7 @@ class Offline:
         if backlog is not None:
             if backlog.reading:
                 self._store(sender.device_id, target, payload, ttl, answer, msg_id)
+                backlog.stored()
                 return None
             return self._hold(backlog, sender.device_id, send, payload, ttl)
         live = hub.devices.get(target)
@@ -138,19 +139,20 @@ class Offline:
 
     def _store(self, sender_id: str, target: str, payload: bytes, ttl: float,
                answer: Callable[[int, int], None], msg_id: int) -> None:
-        """L{put}, answered by C{answer(status, msg_id)}."""
+        """L{put}, answered by C{answer(status, msg_id)} (the caller tells a backlog)."""
         now = self.clock.seconds()
         self.store.put_then(target, sender_id, payload, int(now * 1000), int((now + ttl) * 1000),
                             self._stored, answer, msg_id)
-        backlog = self.backlogs.get(target)
-        if backlog is not None:
-            backlog.stored()
 
     def _stored(self, result: Any, answer: Callable[[int, int], None], msg_id: int) -> None:
-        if type(result) is Failure:
-            answer(self._put_failed(result), msg_id)
+        # _counted, inline: this runs for every stored message.
+        if result == STORED:
+            self.counts["stored"] += 1
+        elif type(result) is Failure:
+            result = self._put_failed(result)
         else:
-            answer(self._counted(result), msg_id)
+            self.counts["refused"] += 1
+        answer(result, msg_id)
 
     def put(self, sender_id: str, target: str, payload: bytes, ttl: float) -> Deferred:
         """Store a message for C{target}: a Deferred of STORED, QUOTA_LIMIT or SERVER_EXCEPTION."""

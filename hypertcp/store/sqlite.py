@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from hypertcp.protocol.commands import Status
 from hypertcp.store.interfaces import IMessageStore
-from hypertcp.store.records import Bounds, Queue, Stored, size
+from hypertcp.store.records import Bounds, Queue, Stored
 
 #: The layout this code reads and writes (PRAGMA user_version).
 SCHEMA_VERSION = 1
@@ -185,11 +185,12 @@ class Writer:
             if conn.execute("PRAGMA data_version").fetchone()[0] != self._version:
                 self._recount()  # the queue command changed the file
             results = []
+            put = Writer.put
             for op in operations:
-                operation, args = op[0], op[1]
-                if operation is not Writer.put:
+                operation = op[0]
+                if operation is not put:
                     self._insert()  # what follows must see the puts before it
-                results.append(operation(self, *args))
+                results.append(operation(self, *op[1]))
             self._insert()
             conn.execute("COMMIT")
         except BaseException:
@@ -227,8 +228,11 @@ class Writer:
     def put(self, device: str, sender: str, payload: bytes, queued_at: int, expires_at: int,
             bounds: Bounds, now: int) -> int:
         """Append within the bounds: STORED, or QUOTA_LIMIT."""
-        n = size(sender, payload)
-        if not self._fits(device, n, bounds):
+        n = len(payload) + len(sender.encode("utf-8"))  # size(), inline: it runs for every put
+        counted = self.counts.get(device)
+        count, used = counted or (0, 0)
+        if (count >= bounds.max_count or used + n > bounds.max_bytes
+                or self.total + n > bounds.max_total_bytes):  # _fits, inline
             # Full -- perhaps of messages that expired and wait for the
             # sweep: they do not count, and go now.
             self._insert()
@@ -237,9 +241,9 @@ class Writer:
                 self._expire(now)
             if not self._fits(device, n, bounds):
                 return QUOTA_LIMIT
+            counted = self.counts.get(device)
         self.seq += 1
         self._rows.append((self.seq, device, sender, payload, n, queued_at, expires_at))
-        counted = self.counts.get(device)
         if counted is None:
             self.counts[device] = [1, n]
         else:
