@@ -93,7 +93,7 @@ class Cluster(Broker):
     def __init__(self, nodes: list[Broker], redis: Redis, cross: bool, admin: str) -> None:
         super().__init__("cross-node" if cross else "same-node", nodes[0].proto,
                          nodes[0].address)
-        self.key = "cross_node" if cross else "same_node"
+        self.label = "cross_node" if cross else "same_node"
         self.nodes = nodes
         self.redis = redis
         self.cross = cross

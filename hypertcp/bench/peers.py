@@ -65,8 +65,13 @@ class Broker:
         self.proc = proc
         self.workdir = workdir
         self.lines: list[str] = []
-        #: What its figures are filed under in a run's report.
-        self.key: str = getattr(proto, "name", name.lower())
+        #: What its figures are filed under in a run's report, if not its protocol's name.
+        self.label: Optional[str] = None
+
+    @property
+    def key(self) -> str:
+        """What its figures are filed under: read when filed, as a run may swap the protocol."""
+        return self.label or getattr(self.proto, "name", self.name.lower())
 
     def place(self, index: int) -> tuple[tuple[str, int], tuple[str, int]]:
         """Where pair C{index}'s sender and receiver connect: here, both."""
