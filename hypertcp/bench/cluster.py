@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hypertcp.bench.errors import BenchError
-from hypertcp.bench.peers import Broker, free_port, proc_cpu, proc_memory, start_hypertcp
+from hypertcp.bench.peers import Broker, end, free_port, proc_cpu, proc_memory, start_hypertcp
 
 REDIS = "/usr/bin/redis-server"
 #: Seconds the cluster may take to form, and to learn where every device is.
@@ -70,13 +70,7 @@ class Redis:
             raise BenchError(f"redis-server exited ({self.proc.returncode})")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.workdir.cleanup()

@@ -106,15 +106,21 @@ class Broker:
         threading.Thread(target=self._read, daemon=True).start()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            end(self.proc)
         if self.workdir is not None:
             self.workdir.cleanup()
+
+
+def end(proc: subprocess.Popen) -> None:
+    """Terminate C{proc}; kill it if it has not gone within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def start_hypertcp(extra: list[str], certs: Optional[Certificates] = None,
