@@ -68,9 +68,12 @@ class Daemon:
     to its port; C{port} is the plain TCP one.
     """
 
-    def __init__(self, workdir: Path, *args: str, listen: bool = True) -> None:
+    def __init__(self, workdir: Path, *args: str, listen: bool = True,
+                 twistd: tuple[str, ...] = ()) -> None:
         self.workdir = Path(workdir)
         self.args = list(args)
+        #: twistd's own options, before the subcommand.
+        self.twistd = list(twistd)
         if listen and not any(a.startswith("--listen") for a in args):
             self.args += ["--listen", "tcp:0:interface=127.0.0.1"]
         self.proc: Optional[subprocess.Popen] = None
@@ -90,7 +93,7 @@ class Daemon:
     def start(self, timeout: float = 30, expect: tuple[str, ...] = ("tcp",)) -> "Daemon":
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [_script("twistd"), "-n", "--pidfile=", "hypertcp", *self.args],
+            [_script("twistd"), "-n", "--pidfile=", *self.twistd, "hypertcp", *self.args],
             cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env=env,
         )

@@ -195,3 +195,18 @@ def test_json_log_lines_for_log_shippers(tmp_path: Path):
     assert login["level"] == "info" and login["device"] == "lamp"
     assert login["namespace"] == "hypertcp.server.session.Session"
     assert login["time"].endswith("Z")
+
+
+def test_the_daemon_runs_epoll_without_the_log_context_unless_told_a_reactor(
+        tmp_path: Path, tokens_file: Path) -> None:
+    lean = Daemon(tmp_path, "--tokens", str(tokens_file)).start()
+    stock = Daemon(tmp_path, "--tokens", str(tokens_file), twistd=("--reactor", "epoll")).start()
+    try:
+        for daemon in (lean, stock):
+            with Raw(daemon.port) as raw:
+                assert raw.login(add_token(tokens_file, f"dev-{daemon.port}")) == Status.SUCCESS
+        assert "reactor class: hypertcp.app.reactor.LeanEPollReactor" in lean.output
+        assert "reactor class: twisted.internet.epollreactor.EPollReactor" in stock.output
+    finally:
+        lean.stop()
+        stock.stop()

@@ -133,3 +133,10 @@ class Options(usage.Options):
             # support: a server speaking no TLS does without pyOpenSSL.
             lean.leave_out_tls()
         self.config = parse(raw)
+        if self.parent is not None:
+            # twistd was not told which reactor (it would have installed
+            # it by now): epoll without its per-event log context.  Imported
+            # here, after the TLS decision: it imports Twisted's TCP support.
+            from hypertcp.app.reactor import install_default
+
+            install_default()
