@@ -32,7 +32,6 @@ Run from a checkout, with its interpreter::
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import signal
