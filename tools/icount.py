@@ -122,7 +122,8 @@ def count_server(args: argparse.Namespace, messages: int, workdir: Path) -> int:
     endpoint = "tcp:0:interface=127.0.0.1"
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", f"--log-file={log}",
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", "hypertcp", "--listen", endpoint, "--tokens", str(tokens),
+            "-n", "--pidfile=", *args.twistd_arg, "hypertcp", "--listen", endpoint,
+            "--tokens", str(tokens),
             "--rate-limit", "0", *args.server_arg]
     context = None
     kind = "tcp"
@@ -227,6 +228,8 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true", help="through the TLS listener")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="an extra option for the server")
+    parser.add_argument("--twistd-arg", action="append", default=[],
+                        help="an extra option for twistd itself, e.g. --reactor")
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner is not None:

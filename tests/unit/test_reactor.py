@@ -10,6 +10,7 @@ import socket
 import sys
 
 import pytest
+from twisted.internet import error, main
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import globalLogPublisher
 from zope.interface import implementer
@@ -26,6 +27,7 @@ class Reader:
     def __init__(self, sock: socket.socket, fail: bool = False) -> None:
         self.sock = sock
         self.fail = fail
+        self.gone = False
         self.read: list[bytes] = []
         self.lost: list = []
 
@@ -36,7 +38,11 @@ class Reader:
         data = self.sock.recv(100)
         if self.fail:
             raise RuntimeError("handler broke")
+        if not data:
+            self.gone = True
+            return main.CONNECTION_DONE  # as Twisted's doRead says the peer closed
         self.read.append(data)
+        return None
 
     def connectionLost(self, reason) -> None:
         self.lost.append(reason)
@@ -67,6 +73,18 @@ def test_a_read_reaches_its_handler(reactor) -> None:
         b.send(b"frame")
         reactor.doIteration(1)
         assert reader.read == [b"frame"] and reader.lost == []
+
+
+def test_a_connection_its_handler_says_is_gone_is_ended(reactor) -> None:
+    a, b = pair()
+    with a:
+        reader = Reader(a)
+        reactor.addReader(reader)
+        b.close()
+        reactor.doIteration(1)
+        assert reader.gone
+        assert len(reader.lost) == 1 and reader.lost[0].check(error.ConnectionDone)
+        assert reader not in reactor.getReaders()
 
 
 def test_a_failing_handler_is_logged_and_ends_only_its_connection(reactor) -> None:
