@@ -57,6 +57,22 @@ def test_put_then_answers_each_caller_once_its_batch_has_committed(tmp_path):
                                            "lamp", 10)] == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
 
 
+@pytest.mark.parametrize("chunks", [db.INSERT_CHUNKS, (128, 64)])
+def test_a_batch_of_any_size_goes_in_whole_and_in_order(tmp_path, chunks):
+    # Chunks of fixed sizes, then the rest; (128, 64) is what an SQLite that
+    # binds at most 999 variables a statement gets.
+    clock = Clock()
+    s = store(tmp_path / "m.db", clock, Bounds(10_000, 1 << 20, 1 << 28))
+    s._writer._chunks = chunks
+    count = 256 + 128 + 64 + 63 + 128 + 5
+    answers = [results(s.put("lamp", "app", b'{"n":%d}' % n, 0, 10_000)) for n in range(count)]
+    clock.advance(0)
+    assert answers == [[Status.STORED]] * count
+    stored = db.messages(db.connect(str(tmp_path / "m.db"), create=False), "lamp", 10_000)
+    assert [m.payload for m in stored] == [b'{"n":%d}' % n for n in range(count)]
+    assert [m.key for m in stored] == sorted(m.key for m in stored)
+
+
 def test_put_then_hands_a_failed_batch_to_every_caller_and_one_callers_error_to_the_log(
         tmp_path):
     from twisted.python.failure import Failure
