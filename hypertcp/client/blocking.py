@@ -288,7 +288,13 @@ class Client(ClientSettings):
             raise ConnectionError(f"{self.host}:{self.port} closed the connection{why}")
         events, reply = self._conn.receive(data)
         if reply:
-            self._write(reply)
+            try:
+                self._write(reply)
+            except (BrokenPipeError, ConnectionResetError):
+                # The server closed right after sending these, as after a
+                # refused login: what it said still counts, and the next
+                # read finds the connection gone.
+                pass
         for event in events:
             self._handle(event)
         return True

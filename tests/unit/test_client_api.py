@@ -50,3 +50,50 @@ def test_type_hints_ship_with_the_package():
     assert (Path(hypertcp.__file__).parent / "py.typed").is_file()
     package_data = read_configuration(str(ROOT / "setup.cfg"))["options"]["package_data"]
     assert "py.typed" in package_data["hypertcp"]
+
+
+class _ClosedAfterLogin:
+    """
+    A socket whose server refused the login with its reason and closed at
+    once: the reason frame and the login's answer are already here, and the
+    client's acknowledgement of the reason meets a closed connection.
+    """
+
+    def __init__(self, frames: bytes) -> None:
+        self.frames = frames
+        self.sent: list[bytes] = []
+
+    def setsockopt(self, *args) -> None:
+        pass
+
+    def settimeout(self, timeout) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        if self.sent:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.sent.append(data)
+
+    def recv(self, size: int) -> bytes:
+        data, self.frames = self.frames, b""
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_refused_login_is_reported_though_the_server_closed_first(monkeypatch):
+    from hypertcp.client import blocking
+    from hypertcp.protocol.bodies import refusal_body
+    from hypertcp.protocol.commands import Command
+    from hypertcp.protocol.frames import encode, response
+
+    why = "login with an unknown or revoked token"
+    frames = (encode(Command.JSON_MESSAGE, 1, refusal_body(1, Status.INVALID_TOKEN, why))
+              + response(1, Status.INVALID_TOKEN, login=True))
+    monkeypatch.setattr(blocking.socket, "create_connection",
+                        lambda *args, **kw: _ClosedAfterLogin(frames))
+    with pytest.raises(HyperTCPError) as refused:
+        Client(port=1, token="not-a-token").connect()
+    assert refused.value.status == Status.INVALID_TOKEN
+    assert refused.value.reason == why
