@@ -115,16 +115,23 @@ def test_devices_on_two_nodes_talk_as_on_one(nodes, fleet, ops):
 
 def test_an_observer_sees_the_whole_cluster_at_login(nodes, fleet, ops):
     one, two = nodes(2)
-    watch = Watcher(one.port, ops, "early")
-    a = online(one.port, fleet, "dev-a")
-    b = online(two.port, fleet, "dev-b", watch)
+    for node in (one, two):
+        joined(node, 2)
+    # Each node has heard of every connection on the other before "late"
+    # logs in: a node learns of the other's through the bus, a moment later.
+    near = Watcher(two.port, ops, "near")
+    far = Watcher(one.port, ops, "far")
+    near.wait("deviceConnected", "far")
+    a = online(one.port, fleet, "dev-a", near)
+    b = online(two.port, fleet, "dev-b", far)
     with a, b:
         late = Watcher(two.port, ops, "late")
-        statuses = {late.wait("deviceStatus", name)["deviceId"] for name in ("dev-a", "dev-b",
-                                                                             "early")}
-        assert statuses == {"dev-a", "dev-b", "early"}
+        names = ("dev-a", "dev-b", "near", "far")
+        statuses = {late.wait("deviceStatus", name)["deviceId"] for name in names}
+        assert statuses == set(names)
         late.close()
-    watch.close()
+    far.close()
+    near.close()
 
 
 def test_acknowledged_delivery_across_nodes(nodes, fleet, ops):
