@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 
 class RemotePeer(NamedTuple):
@@ -71,14 +71,27 @@ class Directory:
         self._nodes.pop(node, None)
         return peers
 
-    def replace(self, node: str, peers: list[tuple[str, str, str]]
+    def replace(self, node: str, peers: list[tuple[str, str, str]],
+                since: Sequence[tuple[bool, str, str, str]] = ()
                 ) -> tuple[list[RemotePeer], list[RemotePeer]]:
         """
-        Make C{node}'s connections exactly C{peers} (device id, client id,
-        owner); return those that appeared and those that went.
+        Make C{node}'s connections C{peers} (device id, client id, owner),
+        then apply C{since} -- the changes heard while C{peers} was being
+        read, as (connected, device id, client id, owner), in the order
+        heard; return the connections that appeared and those that went.
+
+        C{peers} and the changes come over different connections to Redis,
+        so a change may have been heard before a list read before it:
+        applied again in order on top of the list, each connection ends as
+        the last change heard of it says, or as the list says if none was.
         """
         before = dict(self._nodes.get(node, {}))
         now = {client_id: (device_id, owner) for device_id, client_id, owner in peers}
+        for connected, device_id, client_id, owner in since:
+            if connected:
+                now[client_id] = (device_id, owner)
+            else:
+                now.pop(client_id, None)
         gone = [peer for client_id, peer in before.items() if client_id not in now]
         for peer in gone:
             self.remove(node, peer.peer)

@@ -139,6 +139,9 @@ class ClusterNode:
         self._outboxes: dict[str, _Outbox] = {}
         self._flush_call: Any = None
         self._acks: dict[int, Deferred] = {}
+        #: For each node whose connection list is being read (the number of
+        #: reads on their way), the presence changes heard from it meanwhile.
+        self._reading: dict[str, tuple[int, list[tuple[bool, str, str, str]]]] = {}
         self._ref = 0
         self._beat = LoopingCall(self._heartbeat)
         self._beat.clock = clock
@@ -277,6 +280,9 @@ class ClusterNode:
 
     def _sync(self, node: str) -> None:
         """Replace what this node knows of C{node}'s connections with what Redis holds."""
+        count, heard = self._reading.get(node, (0, []))
+        self._reading[node] = (count + 1, heard)
+
         def got(fields: list[bytes]) -> None:
             if node not in self.nodes:
                 return
@@ -284,12 +290,22 @@ class ClusterNode:
             for field, owner in zip(fields[::2], fields[1::2]):
                 device_id, _, client_id = field.decode("utf-8").partition("\0")
                 peers.append((device_id, client_id, owner.decode("utf-8")))
-            came, gone = self.directory.replace(node, peers)
+            came, gone = self.directory.replace(node, peers, heard)
             for peer in came:
                 self._tell_observers("deviceConnected", peer)
             for peer in gone:
                 self._tell_observers("deviceDisconnected", peer)
-        self.bus.call("HGETALL", self.keys.devices(node)).addCallback(got).addErrback(self._failed)
+
+        def done(result: Any) -> Any:
+            left = self._reading[node][0] - 1
+            if left:
+                self._reading[node] = (left, heard)
+            else:
+                del self._reading[node]
+            return result
+
+        self.bus.call("HGETALL", self.keys.devices(node)).addCallback(got).addBoth(
+            done).addErrback(self._failed)
 
     def _changed(self) -> None:
         for watcher in self.watchers:
@@ -508,6 +524,9 @@ class ClusterNode:
                     self.directory.add(origin, device_id, client_id, owner)
                 else:
                     self.directory.remove(origin, client_id)
+                reading = self._reading.get(origin)
+                if reading is not None:  # a list read may be older than this change
+                    reading[1].append((item.ref == CONNECTED, device_id, client_id, owner))
                 if hub.observers:
                     hub.to_observers(item.body)
             elif kind == env.TELEMETRY:

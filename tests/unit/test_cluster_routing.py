@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import Deferred
 
 from hypertcp.cluster import envelopes as env
 from hypertcp.cluster.node import ClusterNode, Published
@@ -107,3 +108,44 @@ def test_a_batch_from_another_node_reaches_each_device_here_in_one_write(here):
     here.node.received(KEYS.inbox("here").encode(), batch)
     assert [body["payload"]["n"] for _, body in lamp.delivered()] == list(range(5))
     assert lamp.transport.writes == 1
+
+
+def test_presence_heard_while_a_snapshot_was_on_its_way_is_not_undone_by_it(here):
+    # A node's view of another's connections is replaced now and then by the
+    # list in Redis (HGETALL), while connections come and go over pub/sub,
+    # another connection to Redis: the list can be read before a device's
+    # HSET and arrive after its PRESENCE.  That stale list must not make the
+    # device look gone (observers told it left, messages to it answered 7).
+    watcher = here.server.online("ops", role="observer")
+    here.node._heartbeat()  # it learns of the other node from the registry
+    assert "other" in here.node.nodes
+    watcher.delivered()  # what it was told so far
+    snapshots: list[tuple[Deferred, list]] = []
+    answer = here.redis.call
+
+    def slow_hgetall(command, *args):
+        if command == "HGETALL":
+            d: Deferred = Deferred()
+            snapshots.append((d, answer(command, *args).result))  # Redis's list when it was read
+            return d
+        return answer(command, *args)
+
+    here.redis.call = slow_hgetall
+    here.node._sync("other")
+    presence = env.encode_item(env.PRESENCE, 1, "far\x00192.0.2.60:4000\x00far-owner",
+                               b'{"event":"deviceConnected","deviceId":"far"}')
+    here.node.received(KEYS.everyone.encode(), env.encode_batch("other", [presence]))
+    assert here.node.directory.holds("far")
+    [(d, stale)] = snapshots
+    d.callback(stale)  # read before far's HSET
+    assert here.node.directory.holds("far"), "the snapshot read earlier undid what came since"
+    events = [(body.get("payload") or body).get("event") for _, body in watcher.delivered()]
+    assert events == ["deviceConnected"], "far came once and did not leave"
+    # Nor does what was already in the snapshot come twice, nor a change after it get lost.
+    here.node._sync("other")
+    gone = env.encode_item(env.PRESENCE, 0, "far\x00192.0.2.60:4000\x00far-owner",
+                           b'{"event":"deviceDisconnected","deviceId":"far"}')
+    here.node.received(KEYS.everyone.encode(), env.encode_batch("other", [gone]))
+    d, _ = snapshots[1]
+    d.callback([b"far\x00192.0.2.60:4000", b"far-owner"])  # read before far's HDEL
+    assert not here.node.directory.holds("far")
