@@ -55,6 +55,11 @@ class HyperTCPFactory(ServerFactory):
         # Frames received on, and sent to, connections since closed: with the
         # live ones' figures, totals (the manhole's rates, the metrics).
         self.closed_messages_in = self.closed_messages_out = 0
+        #: Frames received from clients (acknowledgements too), and frames the
+        #: server sent on its own (answers aside), by command byte: a list, so
+        #: counting one on the message path is an index increment.
+        self.received_by_command = [0] * 256
+        self.sent_by_command = [0] * 256
 
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1

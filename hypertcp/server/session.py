@@ -180,6 +180,7 @@ class Session(BoundedConnection, FrameReceiver):
         """Send a server-originated frame; return its msg_id."""
         msg_id = self._ids.next()
         self.messages_out += 1
+        self.factory.sent_by_command[command] += 1
         self.write(_pack(command, msg_id, len(body)) + body)
         return msg_id
 
@@ -275,6 +276,7 @@ class Session(BoundedConnection, FrameReceiver):
         if self.dropped:  # aborting does not mark the transport disconnecting
             return
         command = frame.command
+        self.factory.received_by_command[command] += 1
         if command == RESPONSE:
             # Half the frames under load are acknowledgements: served here,
             # without a dispatch.

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 
 from hypertcp.app.listeners import Listener
+from hypertcp.protocol.commands import Command
 from tests.webinprocess import WebServer
 
 
@@ -50,6 +51,40 @@ def test_metrics_are_the_servers_own_counters(tmp_path):
     assert got[("hypertcp_drops_total", (("reason", "login_timeout"),))] == 1
     assert got[("hypertcp_drops_total", (("reason", "slow_receiver"),))] == 0
     assert ("process_resident_memory_bytes", ()) in got
+
+
+def test_frames_by_command_and_transport(tmp_path):
+    server = WebServer(tmp_path)
+    lamp = server.online("lamp-1")
+    panel = server.web_online("panel-1")
+    lamp.message("panel-1", {})
+    lamp.message("panel-1", {})
+    lamp.ping()
+    panel.send("lamp-1", {})
+    for frame in lamp.frames():
+        if frame.command == Command.JSON_MESSAGE:
+            lamp.ack(frame)
+    got = scrape(server)
+
+    def frames(direction: str, transport: str, command: str) -> float:
+        return got.get((f"hypertcp_frames_{direction}_total",
+                        (("command", command), ("transport", transport))), 0)
+
+    assert frames("received", "tcp", "LOGIN") == 1
+    assert frames("received", "tcp", "JSON_MESSAGE") == 2
+    assert frames("received", "tcp", "PING") == 1
+    assert frames("received", "ws", "LOGIN") == 1
+    assert frames("received", "ws", "JSON_MESSAGE") == 1
+    assert frames("sent", "ws", "JSON_MESSAGE") == 2
+    assert frames("sent", "tcp", "JSON_MESSAGE") == 1
+    assert frames("received", "tcp", "RESPONSE") == 1
+    assert frames("received", "ws", "RESPONSE") == 0, "the browser has not acknowledged yet"
+    refs = [m["ref"] for m in panel.messages() if "ref" in m]
+    assert len(refs) == 2
+    panel.send_text('{"action":"ack","ref":%d}' % refs[0])  # as hypertcp.js writes it
+    panel.send_json({"action": "ack", "ref": refs[1]})  # any other way
+    got = scrape(server)
+    assert frames("received", "ws", "RESPONSE") == 2
 
 
 def test_closed_connections_keep_their_counts(tmp_path):

@@ -36,6 +36,9 @@ class WebGateway(WebSocketServerFactory):
         self.allowed_origins = frozenset(allowed_origins)
         #: Messages of the WebSocket sessions since closed (the metrics split by transport).
         self.closed_in = self.closed_out = 0
+        #: As the TCP factory's: frames received and sent on their own, by command.
+        self.received_by_command = [0] * 256
+        self.sent_by_command = [0] * 256
         self.setProtocolOptions(
             openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0,
             maxFramePayloadSize=0, maxMessagePayloadSize=0,

@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from hypertcp.app.buffers import buffered
 from hypertcp.app.web.figures import TRANSPORTS, messages, transport
 from hypertcp.app.web.site import JSONResource, WebRequest, problem
-from hypertcp.protocol.commands import Status
+from hypertcp.protocol.commands import Command, Status
 
 if TYPE_CHECKING:
     from hypertcp.app.listeners import Listener
@@ -64,6 +64,25 @@ class NodeCollector:
         self.node = node
         self.gateway = gateway
         self.listeners = listeners
+
+    def _by_command(self) -> Iterator[Metric]:
+        received = CounterMetricFamily(
+            "hypertcp_frames_received", "Frames received from clients, by command "
+            "(logins, messages, pings and acknowledgements alike)", labels=["transport", "command"])
+        sent = CounterMetricFamily(
+            "hypertcp_frames_sent", "Frames the server sent on its own, by command "
+            "(deliveries, broadcasts, events, pings, redirects; answers aside)",
+            labels=["transport", "command"])
+        for name, source in (("tcp", self.node), ("ws", self.gateway)):
+            if source is None:
+                continue
+            for family, counts in ((received, source.received_by_command),
+                                   (sent, source.sent_by_command)):
+                for command, count in enumerate(counts):
+                    if count:
+                        family.add_metric([name, _command_name(command)], count)
+        yield received
+        yield sent
 
     def collect(self) -> Iterator[Metric]:
         node, hub = self.node, self.node.hub
@@ -118,6 +137,7 @@ class NodeCollector:
             sent.add_metric([name], count_out)
         yield received
         yield sent
+        yield from self._by_command()
         yield CounterMetricFamily("hypertcp_deliveries",
                                   "Messages and broadcasts handed to receiving connections",
                                   value=hub.delivered)
@@ -186,3 +206,11 @@ class MetricsResource(JSONResource):
         encode, content_type = choose_encoder(accept.decode("latin-1"))
         request.setHeader(b"content-type", content_type.encode())
         return encode(self.metrics)
+
+
+def _command_name(command: int) -> str:
+    """A command byte as a label: its name, or the number of one the protocol does not define."""
+    try:
+        return Command(command).name
+    except ValueError:
+        return str(command)

@@ -217,6 +217,7 @@ class WebSession(WebSocketServerProtocol):
         """Send a frame the hub delivers; return the ref the peer acknowledges it by."""
         self._ref = ref = self._ref + 1
         self.messages_out += 1
+        self.factory.sent_by_command[command] += 1
         self.write(text_frame(delivery(command, body, ref)))
         return ref
 
@@ -395,6 +396,7 @@ class WebSession(WebSocketServerProtocol):
             ref = text[_ACK_AT:-1]
             if (text[-1:] == b"}" and ref.isdigit() and len(ref) <= 16
                     and (ref[:1] != b"0" or len(ref) == 1)):
+                self.factory.received_by_command[RESPONSE] += 1
                 self._acknowledged(int(ref), SUCCESS)
                 return
         try:
@@ -403,6 +405,7 @@ class WebSession(WebSocketServerProtocol):
             self._refuse(e.id, e.status, str(e), error=e.id is None)
             return
         command = action.command
+        self.factory.received_by_command[command] += 1
         if command != RESPONSE:
             rate = self._rate
             if rate is not None and not rate.allow(self.last_seen):
