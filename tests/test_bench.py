@@ -320,3 +320,17 @@ def test_tls_in_memory(tmp_path):
     except ssl.SSLWantReadError:
         pass
     assert client.decrypt(s_out.read()) == b"" and client.closed
+
+
+@pytest.mark.integration
+def test_startup_rss_reports_each_configuration_it_is_asked_for() -> None:
+    # tools/startup_rss.py gives docs/performance.rst its start-up memory
+    # figures: it must start the real server and read a size, not how large.
+    script = os.path.join(os.path.dirname(__file__), "..", "tools", "startup_rss.py")
+    result = subprocess.run([sys.executable, script, "--starts", "1", "plain", "tls"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    sizes = {line.split()[0]: float(line.split()[1]) for line in result.stdout.splitlines()}
+    assert set(sizes) == {"plain", "tls"} and all(size > 0 for size in sizes.values())
+    bad = subprocess.run([sys.executable, script, "nosuch"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no configuration nosuch" in bad.stderr
