@@ -15,41 +15,18 @@ from zope.interface import implementer
 
 
 @implementer(IPushProducer)
-class BoundedConnection:
+class PacedByPeer:
     """
-    A mixin for a protocol whose factory has C{limits} (L{Limits}) and
-    C{clock}.  It is its transport's producer only so the transport tells it
-    when the peer stops reading: from then on every byte queued for the
-    peer is counted, and past C{max_outbound_buffer} the peer is dropped.
-    The protocol sets C{peer} and C{log}, calls L{watch} when the
-    connection is made and L{stop_timers} when it is lost.
+    A mixin for a protocol registered as its transport's streaming producer
+    only so the transport says when the peer stops reading (and when it
+    reads again): it then counts what is queued for the peer, against a cap
+    the protocol applies, and keeps the callbacks waiting for the peer.
+    The TCP, balancer and WebSocket sessions share it.
     """
 
-    #: Goes before each log line, saying which listener the connection is on.
-    log_prefix = ""
-    device_id: Optional[str] = None
-    peer = "?"
-    closing_reason: Optional[str] = None
-    dropped = False  # aborted: the transport drops what it is given, so stop giving
-    _quiet = False  # its end is logged elsewhere, once per window
-    _close_timer: Optional[IDelayedCall] = None
-    _producing = False  # registered as the transport's producer
     _paused = False
     _queued = 0
     _on_drained: Optional[list[Callable[[], None]]] = None
-
-    def watch(self) -> None:
-        """Become the transport's producer, to learn when the peer stops reading."""
-        self.transport.registerProducer(self, True)
-        self._producing = True
-
-    def unwatch(self) -> None:
-        """Stop being the transport's producer (a close, or someone else's turn)."""
-        if self._producing:
-            self._producing = False
-            self.transport.unregisterProducer()
-
-    # -- IPushProducer: the transport's view of whether the peer reads --
 
     def pauseProducing(self) -> None:
         # Called on every write while the transport's buffer is full.
@@ -86,16 +63,52 @@ class BoundedConnection:
             # An observer's snapshot and its stored messages may both be waiting.
             self._on_drained.append(callback)
 
+    def queued_past(self, size: int, cap: int) -> bool:
+        """Count C{size} bytes about to be queued: do they take a stopped peer past C{cap}?"""
+        if not self._paused:
+            return False
+        self._queued += size
+        return self._queued > cap
+
+
+class BoundedConnection(PacedByPeer):
+    """
+    A mixin for a protocol whose factory has C{limits} (L{Limits}) and
+    C{clock}.  It is its transport's producer only so the transport tells it
+    when the peer stops reading: from then on every byte queued for the
+    peer is counted, and past C{max_outbound_buffer} the peer is dropped.
+    The protocol sets C{peer} and C{log}, calls L{watch} when the
+    connection is made and L{stop_timers} when it is lost.
+    """
+
+    #: Goes before each log line, saying which listener the connection is on.
+    log_prefix = ""
+    device_id: Optional[str] = None
+    peer = "?"
+    closing_reason: Optional[str] = None
+    dropped = False  # aborted: the transport drops what it is given, so stop giving
+    _quiet = False  # its end is logged elsewhere, once per window
+    _close_timer: Optional[IDelayedCall] = None
+    _producing = False  # registered as the transport's producer
+
+    def watch(self) -> None:
+        """Become the transport's producer, to learn when the peer stops reading."""
+        self.transport.registerProducer(self, True)
+        self._producing = True
+
+    def unwatch(self) -> None:
+        """Stop being the transport's producer (a close, or someone else's turn)."""
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+
     def over_cap(self, size: int) -> bool:
         """
         Count C{size} bytes about to be queued; if the peer has stopped
         reading and they take it past the cap, drop it and say so.
         """
-        if not self._paused:
-            return False
-        self._queued += size
         cap = self.factory.limits.max_outbound_buffer
-        if self._queued <= cap:
+        if not self.queued_past(size, cap):
             return False
         self.factory.count("slow_receiver")
         self.abort(f"slow receiver: outbound buffer over {cap} bytes")

@@ -13,13 +13,12 @@ WebSocket; the JSON on it is L{hypertcp.protocol.web}'s.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -36,6 +35,7 @@ from hypertcp.protocol.web import (
 )
 from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
+from hypertcp.server.bounded import PacedByPeer
 from hypertcp.server.interfaces import IPeer
 from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
@@ -60,8 +60,8 @@ NORMAL, GOING_AWAY, POLICY, TOO_BIG = 1000, 1001, 1008, 1009
 SKIP_LIMIT = 1 << 20
 
 
-@implementer(IPushProducer, IPeer)
-class WebSession(WebSocketServerProtocol):
+@implementer(IPeer)
+class WebSession(PacedByPeer, WebSocketServerProtocol):
     """
     One WebSocket connection.  Like the TCP session, it is its transport's
     producer only to learn when the peer stops reading; from then on what
@@ -87,11 +87,8 @@ class WebSession(WebSocketServerProtocol):
     dropped = False
     #: Frames held by the factory's write batch until the read that made them ends.
     out: Optional[list[bytes]] = None
-    _paused = False
-    _queued = 0
     _ref = 0
     _acked_back = 0
-    _on_drained: Optional[Callable[[], None]] = None
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
     _close_timer: Any = None
@@ -143,35 +140,6 @@ class WebSession(WebSocketServerProtocol):
         self.logger.info("{peer} ({device}) WebSocket disconnected: {why}", peer=self.peer,
                          device=self.device_id or "not logged in", why=why)
 
-    # -- IPushProducer: the transport's view of whether the peer reads --
-
-    def pauseProducing(self) -> None:
-        if not self._paused:
-            self._paused = True
-            self._queued = 0
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._queued = 0
-        if self._on_drained is not None:
-            callback, self._on_drained = self._on_drained, None
-            callback()
-
-    def stopProducing(self) -> None:
-        pass
-
-    @property
-    def paused(self) -> bool:
-        """Has the peer stopped reading what it is sent?"""
-        return self._paused
-
-    def when_drained(self, callback: Callable[[], None]) -> None:
-        """Call C{callback} once the peer reads again (now, if it does)."""
-        if self._paused:
-            self._on_drained = callback
-        else:
-            callback()
-
     # -- sending --
 
     def write(self, data: bytes) -> None:
@@ -179,13 +147,11 @@ class WebSession(WebSocketServerProtocol):
         if self.dropped or self.state != OPEN:
             return
         node = self.node
-        if self._paused:
-            self._queued += len(data)
-            cap = self.limits.max_outbound_buffer
-            if self._queued > cap:
-                node.count("slow_receiver")
-                self.abort(f"slow receiver: outbound buffer over {cap} bytes")
-                return
+        cap = self.limits.max_outbound_buffer
+        if self._paused and self.queued_past(len(data), cap):
+            node.count("slow_receiver")
+            self.abort(f"slow receiver: outbound buffer over {cap} bytes")
+            return
         batch = node.batch
         if batch.active:
             batch.hold(self, data)
