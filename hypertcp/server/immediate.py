@@ -15,11 +15,10 @@ the handling of a broken connection stay Twisted's.
 
 from __future__ import annotations
 
-from twisted.internet.tcp import Server
+from functools import partial
+from typing import Any, Callable
 
-#: The transport L{send_now} knows: Twisted's server-side TCP connection.
-#: Others (TLS, the tests' StringTransport) are written to as they are.
-TCPServer = Server
+from twisted.internet.tcp import Server
 
 
 def send_now(transport: Server, data: bytes) -> None:
@@ -41,3 +40,14 @@ def send_now(transport: Server, data: bytes) -> None:
         if sent:
             data = data[sent:]
     transport.write(data)
+
+
+def writer(transport: Any) -> Callable[[bytes], None]:
+    """
+    How to write to C{transport}, chosen once per connection: L{send_now}
+    for Twisted's server-side TCP connection, the only one it knows; the
+    transport's own C{write} for the others (TLS, the tests' StringTransport).
+    """
+    if type(transport) is Server:
+        return partial(send_now, transport)
+    return transport.write

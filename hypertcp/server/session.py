@@ -10,7 +10,7 @@ the hub's business, not the session's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
@@ -31,7 +31,7 @@ from hypertcp.server.acks import AckTracker
 from hypertcp.server.auth import LoginRefused
 from hypertcp.server.bounded import BoundedConnection
 from hypertcp.server.deadlines import IDLE, LOGIN
-from hypertcp.server.immediate import TCPServer, send_now
+from hypertcp.server.immediate import writer
 from hypertcp.server.interfaces import IPeer
 from hypertcp.server.login import Challenge, LoginGate
 from hypertcp.server.ratelimit import STRIKE_WINDOW, RateLimiter
@@ -80,6 +80,8 @@ class Session(BoundedConnection, FrameReceiver):
     out: Optional[list[bytes]] = None
     _acks: Optional[AckTracker] = None
     _rate: Optional[RateLimiter] = None
+    #: Writes to the transport (hypertcp.server.immediate.writer), chosen when it connects.
+    _emit: Callable[[bytes], None]
     _gate: Optional[LoginGate] = None  # while logging in
     _refusals: Optional[RefusalLog] = None
     host = "?"
@@ -100,6 +102,7 @@ class Session(BoundedConnection, FrameReceiver):
         super().connectionMade()
         clock = factory.clock
         now = clock.seconds()
+        self._emit = writer(self.transport)
         addr = self.transport.getPeer()
         self.host = getattr(addr, "host", "?")
         self.port = getattr(addr, "port", 0)
@@ -145,10 +148,7 @@ class Session(BoundedConnection, FrameReceiver):
             return
         batch = self.factory.batch
         if not batch.active:
-            if type(transport) is TCPServer:
-                send_now(transport, data)
-            else:
-                transport.write(data)
+            self._emit(data)
         elif self.out is None:
             # WriteBatch.hold, inline: this runs for every frame a read makes.
             self.out = [data]
@@ -160,12 +160,7 @@ class Session(BoundedConnection, FrameReceiver):
         """Hand the frames held during a read to the transport, in one write."""
         out, self.out = self.out, None
         if out and not self.dropped:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            transport = self.transport
-            if type(transport) is TCPServer:
-                send_now(transport, data)
-            else:
-                transport.write(data)
+            self._emit(out[0] if len(out) == 1 else b"".join(out))
 
     def respond(self, msg_id: int, status: int = SUCCESS) -> None:
         """Answer a frame: after login, as the peer's protocol level can read it."""
