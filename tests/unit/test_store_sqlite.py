@@ -195,3 +195,76 @@ def test_a_file_from_a_newer_layout_or_not_a_database_is_refused_by_name(tmp_pat
         db.connect(str(junk))
     with pytest.raises(StoreFileError, match="missing.db"):
         db.connect(str(tmp_path / "missing.db"), create=False)
+
+
+def test_a_layout_1_file_loses_its_device_index_and_keeps_every_message(tmp_path):
+    # Files written before the per-device index moved into memory.
+    path = tmp_path / "m.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE messages (seq INTEGER PRIMARY KEY, device TEXT NOT NULL,
+            sender TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL,
+            queued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+        CREATE INDEX messages_by_device ON messages (device, seq);
+        CREATE INDEX messages_by_expiry ON messages (expires_at);
+        INSERT INTO messages VALUES (1, 'lamp', 'app', '{"n":1}', 10, 0, 100);
+        INSERT INTO messages VALUES (2, 'fan', 'app', '{"n":2}', 10, 0, 100);
+        INSERT INTO messages VALUES (3, 'lamp', 'app', '{"n":3}', 10, 0, 100);
+        PRAGMA user_version = 1;
+    """)
+    old.close()
+    writer = db.Writer(db.connect(str(path)))
+    names = [row[0] for row in writer.conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index'")]
+    assert names == ["messages_by_expiry"]
+    assert writer.conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION
+    [lamp] = writer.batch([(db.Writer.fetch, ("lamp", None, 10, 0))])
+    assert [m.key for m in lamp] == [1, 3]
+    assert (writer.counts, writer.total) == ({"lamp": [2, 20], "fan": [1, 10]}, 30)
+    put = (db.Writer.put, ("fan", "app", b"{}", 0, 100, Bounds(5, 1 << 20, 1 << 28), 0))
+    assert writer.batch([put]) == [Status.STORED]
+    assert [m.key for m in writer.batch([(db.Writer.fetch, ("fan", None, 10, 0))])[0]] == [2, 4]
+
+
+def test_a_fetch_reads_past_expired_messages_to_fill_its_page(tmp_path):
+    writer = db.Writer(db.connect(str(tmp_path / "m.db")))
+    bounds = Bounds(100, 1 << 20, 1 << 28)
+    Put = db.Writer.put
+    # Interleaved with another device's, and the first three expired but not swept.
+    writer.batch([(Put, (device, "app", b"%d" % n, 0, 10 if n < 3 else 99, bounds, 0))
+                  for n in range(8) for device in ("lamp", "fan")])
+    [page] = writer.batch([(db.Writer.fetch, ("lamp", None, 4, 50))])
+    assert [m.payload for m in page] == [b"3", b"4", b"5", b"6"]
+    [rest] = writer.batch([(db.Writer.fetch, ("lamp", page[-1].key, 4, 50))])
+    assert [m.payload for m in rest] == [b"7"]
+
+
+def test_more_keys_than_one_statement_takes_come_back_whole_and_in_order(tmp_path):
+    writer = db.Writer(db.connect(str(tmp_path / "m.db")))
+    bounds = Bounds(10_000, 1 << 30, 1 << 30)
+    Put = db.Writer.put
+    count = db.KEYS_PER_STATEMENT * 2 + 3
+    writer.batch([(Put, ("lamp", "app", b"%d" % n, 0, 99, bounds, 0)) for n in range(count)]
+                 + [(Put, ("fan", "app", b"x", 0, 99, bounds, 0))])
+    [page] = writer.batch([(db.Writer.fetch, ("lamp", None, count + 10, 0))])
+    assert [m.payload for m in page] == [b"%d" % n for n in range(count)]
+    assert writer.batch([(db.Writer.purge, ("lamp",))]) == [count]
+    assert (writer.counts, writer.keys.keys()) == ({"fan": [1, 4]}, {"fan"})
+    assert [q.device for q in db.queues(writer.conn)] == ["fan"]
+
+
+def test_another_process_s_purge_is_seen_in_what_a_device_is_sent(tmp_path):
+    clock = Clock()
+    path = tmp_path / "m.db"
+    s = store(path, clock, Bounds(10, 1 << 20, 1 << 28))
+    for n in range(3):
+        s.put("lamp", "app", b"%d" % n, 0, 10_000)
+        s.put("fan", "app", b"%d" % n, 0, 10_000)
+    clock.advance(0)
+    other = db.connect(str(path), create=False)
+    assert db.transaction(other, [(db.purge, ("lamp",))]) == [3]
+    fetched = results(s.fetch("lamp", None, 10))
+    fan = results(s.fetch("fan", None, 10))
+    clock.advance(0)
+    assert fetched == [[]]
+    assert [m.payload for m in fan[0]] == [b"0", b"1", b"2"]
