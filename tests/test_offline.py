@@ -262,9 +262,11 @@ def test_the_qos_bench_reports_stored_throughput_and_an_ordered_drain():
     # Figures come out and the drain is whole and in order; how fast is for
     # docs/performance.rst, never asserted here.
     result = hypertcp("bench", "--qos", "1", "--pairs", "2", "--window", "8", "--duration", "0.5",
-                      "--warmup", "0.2", "--queued", "300", "--json", "--quiet", timeout=120)
+                      "--warmup", "0.2", "--queued", "300", "--devices", "7", "--json", "--quiet",
+                      timeout=120)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
+    assert figures["scenario"]["devices"] == 7
     for run in ("plain", "qos_online", "stored"):
         assert figures[run]["msgs_per_s"] > 0 and figures[run]["probes"] > 0
     assert set(figures["stored"]["answers"]) == {"STORED"}

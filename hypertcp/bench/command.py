@@ -163,6 +163,9 @@ def add_parser(subparsers: Any) -> None:
     stored.add_argument("--queued", type=int, default=10000, metavar="N",
                         help="with --qos 1: messages stored for one device before it logs in, "
                              "whose drain is timed (default: %(default)s)")
+    stored.add_argument("--devices", type=int, metavar="N",
+                        help="with --qos 1: the offline devices the stored run's messages go "
+                             "to, each sender taking them in turn (default: one per sender)")
     idle = parser.add_argument_group("idle fleet")
     idle.add_argument("--idle", type=int, metavar="N",
                       help="instead of pairs: N logged-in connections that only heartbeat "

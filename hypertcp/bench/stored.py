@@ -103,13 +103,26 @@ def throughput(broker: Broker, token: str, tag: str, qos: int, online: bool,
     ep = select.epoll()
     for fd in by_fd:
         ep.register(fd, IN)
-    bodies = [message_body(f"{tag}-r-{i}", _payload(args.payload), qos=qos) for i in range(n)]
+    # Each sender writes to its own receiver; offline, to --devices devices in turn.
+    targets = n if online or not args.devices else args.devices
+    bodies = [message_body(f"{tag}-r-{i}", _payload(args.payload), qos=qos)
+              for i in range(targets)]
+    heads = [len(body) for body in bodies]
+    turn = [i % targets for i in range(n)]  # each sender's next target
 
     def top_up(conn: _Conn, count: int) -> None:
-        body = bodies[conn.index]
-        length = len(body)
-        conn.sock.sendall(b"".join([_pack(JSON_MESSAGE, i, length) + body
-                                    for i in conn.ids(count)]))
+        if targets == n:
+            body = bodies[conn.index]
+            length = len(body)
+            conn.sock.sendall(b"".join([_pack(JSON_MESSAGE, i, length) + body
+                                        for i in conn.ids(count)]))
+            return
+        at, frames = turn[conn.index], []
+        for i in conn.ids(count):
+            frames.append(_pack(JSON_MESSAGE, i, heads[at]) + bodies[at])
+            at = (at + n) % targets  # senders start apart and step by their count: all are used
+        turn[conn.index] = at
+        conn.sock.sendall(b"".join(frames))
 
     answers: dict[int, int] = {}
     counted = delivered = 0
@@ -259,8 +272,9 @@ def run(args: argparse.Namespace) -> None:
     """The whole C{--qos 1} run: start (or use) a server, measure, show."""
     from hypertcp.bench.peers import start_hypertcp
 
-    if args.pairs < 1 or args.window < 1 or args.queued < 1:
-        raise BenchError("--pairs, --window and --queued must be at least 1")
+    if args.pairs < 1 or args.window < 1 or args.queued < 1 or (
+            args.devices is not None and args.devices < 1):
+        raise BenchError("--pairs, --window, --queued and --devices must be at least 1")
     if args.port is not None:
         if not args.token:
             raise BenchError("a running server needs --token (a fleet token)")
@@ -303,11 +317,13 @@ def show(args: argparse.Namespace, figures: dict) -> None:
     if args.json:
         print(json.dumps({"scenario": {"pairs": args.pairs, "window": args.window,
                                        "payload": args.payload, "duration": args.duration,
-                                       "warmup": args.warmup, "queued": args.queued},
+                                       "warmup": args.warmup, "queued": args.queued,
+                                       "devices": args.devices or args.pairs},
                           **figures}, indent=2))
         return
     print(f"{args.pairs} senders, window {args.window} each, {args.payload}-byte payload, "
-          f"{args.duration:g} s after {args.warmup:g} s warm-up")
+          f"{args.duration:g} s after {args.warmup:g} s warm-up; stored for "
+          f"{args.devices or args.pairs} offline devices")
     runs = [("plain", "plain, online"), ("qos_online", "qos 1, online"),
             ("stored", "qos 1, offline: stored")]
     lines = [["", *[label for _, label in runs]]]
