@@ -269,6 +269,7 @@ def test_the_qos_bench_reports_stored_throughput_and_an_ordered_drain():
     assert figures["scenario"]["devices"] == 7
     for run in ("plain", "qos_online", "stored"):
         assert figures[run]["msgs_per_s"] > 0 and figures[run]["probes"] > 0
+        assert 0 < figures[run]["load_cpu_s"] <= 0.6, "one process, a 0.5 s window"
     assert set(figures["stored"]["answers"]) == {"STORED"}
     assert set(figures["plain"]["answers"]) == set(figures["qos_online"]["answers"]) == {"SUCCESS"}
     drain = figures["drain"]

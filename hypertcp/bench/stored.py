@@ -132,6 +132,7 @@ def throughput(broker: Broker, token: str, tag: str, qos: int, online: bool,
     go = time.monotonic()
     start, end = go + args.warmup, go + args.warmup + args.duration
     cpu: list[Optional[float]] = []
+    own = 0.0  # this process's CPU over the measured window
     for conn in conns:
         if conn.kind == "sender":
             top_up(conn, args.window)
@@ -139,8 +140,10 @@ def throughput(broker: Broker, token: str, tag: str, qos: int, online: bool,
         now = time.monotonic()
         if len(cpu) == 0 and now >= start:
             cpu.append(broker.cpu())
+            own = time.process_time()
         if now >= end:
             cpu.append(broker.cpu())
+            own = time.process_time() - own
             break
         if ping_sent is None and now >= next_ping:
             ping_sent = now
@@ -194,6 +197,7 @@ def throughput(broker: Broker, token: str, tag: str, qos: int, online: bool,
         "delivered": delivered,
         "server_cpu_s": server_cpu,
         "msgs_per_cpu_s": counted / server_cpu if server_cpu else None,
+        "load_cpu_s": own,
         "probe_p50_ms": _percentile(rtts, 0.50),
         "probe_p99_ms": _percentile(rtts, 0.99),
         "probe_max_ms": rtts[-1] * 1000 if rtts else None,
@@ -308,6 +312,7 @@ def run(args: argparse.Namespace) -> None:
 
 ROWS = [("msgs_per_s", "answers/s", "{:,.0f}"), ("server_cpu_s", "server CPU s", "{:.2f}"),
         ("msgs_per_cpu_s", "msgs per server CPU s", "{:,.0f}"),
+        ("load_cpu_s", "load generator CPU s", "{:.2f}"),
         ("probe_p50_ms", "probe ping p50 ms", "{:.2f}"),
         ("probe_p99_ms", "probe ping p99 ms", "{:.2f}"),
         ("probe_max_ms", "probe ping max ms", "{:.2f}")]

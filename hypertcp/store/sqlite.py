@@ -203,7 +203,8 @@ class Writer:
         self._version = conn.execute("PRAGMA data_version").fetchone()[0]
         counts: dict[str, list[int]] = {}
         keys: dict[str, array] = {}
-        for device, seq, size in conn.execute("SELECT device, seq, size FROM messages ORDER BY seq"):
+        rows = conn.execute("SELECT device, seq, size FROM messages ORDER BY seq")
+        for device, seq, size in rows:
             counted = counts.get(device)
             if counted is None:
                 counts[device] = [1, size]
@@ -368,7 +369,8 @@ class Writer:
             "ORDER BY seq")]
 
     def purge(self, device: str) -> int:
-        count = len(self._each("DELETE FROM messages", self.keys.pop(device, _NO_KEYS), "RETURNING seq"))
+        count = len(self._each("DELETE FROM messages", self.keys.pop(device, _NO_KEYS),
+                               "RETURNING seq"))
         counted = self.counts.pop(device, None)
         if counted is not None:
             self.total -= counted[1]
