@@ -243,13 +243,7 @@ class Session(BoundedConnection, FrameReceiver):
             # A read of one frame (every read, at a moderate rate) writes to
             # each peer once anyway -- the delivery to one, the answer to
             # the other -- so holding its writes would only cost time.
-            if self.transport.disconnecting:
-                return
-            event = events[0]
-            if type(event) is Frame:
-                self.frameReceived(event)
-            else:
-                self.oversizeReceived(event)
+            self.dispatch(events)
             return
         batch = factory.batch
         batch.begin()
