@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Union
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Iterator, Optional, Union
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
@@ -477,18 +477,9 @@ class ClusterNode:
                 if not d.called:
                     d.callback(BUS_DOWN)
 
-    @contextmanager
-    def _batched(self) -> Iterator[None]:
+    def _batched(self) -> ContextManager[None]:
         """Hold what sessions are sent meanwhile, and write it once per peer at the end."""
-        writes = self.writes
-        if writes is None or writes.active:
-            yield
-            return
-        writes.begin()
-        try:
-            yield
-        finally:
-            writes.end()
+        return nullcontext() if self.writes is None else self.writes.holding()
 
     # -- what arrives --
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 
 class WriteBatch:
@@ -33,6 +34,21 @@ class WriteBatch:
 
     def begin(self) -> None:
         self.active = True
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """
+        Hold what is written in the block and write it once per peer at its
+        end -- unless a batch is already open (a read's): that one's end does.
+        """
+        if self.active:
+            yield
+            return
+        self.active = True
+        try:
+            yield
+        finally:
+            self.end()
 
     def end(self) -> None:
         """Write what was held, and stop holding."""

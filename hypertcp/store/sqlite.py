@@ -30,6 +30,7 @@ them on the file directly, from another process, while the server runs.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import nullcontext
 from array import array
 from bisect import bisect_left, bisect_right
 from itertools import chain
@@ -463,10 +464,7 @@ class SQLiteStore:
         else:
             self.batches += 1
             self.operations += len(batch)
-        writes = self.writes
-        if writes is not None:
-            writes.begin()
-        try:
+        with nullcontext() if self.writes is None else self.writes.holding():
             for (_, _, then, extra), result in zip(batch, results):
                 if type(then) is Deferred:
                     if failed:
@@ -479,9 +477,6 @@ class SQLiteStore:
                 except Exception:
                     # One caller's fault must not leave the others unanswered.
                     self.log.failure("message store {path}: answering a batch", path=self.path)
-        finally:
-            if writes is not None:
-                writes.end()
         self._busy = False
         if self._pending:
             if self._closed is not None:

@@ -53,3 +53,20 @@ def test_a_read_that_wrote_nothing_flushes_nothing():
     a = FakeSession()
     batch.end()
     assert a.written == []
+
+
+def test_holding_inside_an_open_batch_leaves_the_writing_to_that_batch_s_end():
+    # A store's answers or a cluster's deliveries arriving during a read.
+    batch = WriteBatch()
+    a = FakeSession()
+    batch.begin()
+    with batch.holding():
+        batch.hold(a, b"1")
+    assert batch.active and a.written == [], "the read's batch is still open"
+    batch.hold(a, b"2")
+    batch.end()
+    assert a.written == [b"12"]
+    with batch.holding():
+        batch.hold(a, b"3")
+        assert a.written == [b"12"]
+    assert not batch.active and a.written == [b"12", b"3"]
