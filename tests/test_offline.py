@@ -9,7 +9,11 @@ tests/unit/test_offline.py's.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import signal
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -17,6 +21,9 @@ import pytest
 
 from hypertcp.client import Client
 from hypertcp.protocol.commands import Command, Status
+from hypertcp.store import child
+from hypertcp.store.records import Bounds
+from hypertcp.store.sqlitefile import Writer
 from tests.daemon import hypertcp
 from tests.firmware import Device
 from tests.raw import Raw
@@ -95,6 +102,94 @@ def test_a_stored_message_survives_sigkill_and_arrives_exactly_once(start_daemon
     nothing_stored_for("lamp", "--store", str(again.workdir / "hypertcp-messages.db"))
     with Client("127.0.0.1", again.port, fleet, "app", timeout=10).connect() as app:
         first_message_is_live(again.port, lamp, app)
+
+
+def children(server) -> list[int]:
+    pid = server.proc.pid
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def writer_pids(server) -> list[int]:
+    """The server's children: its store's writer, when it runs as a process of its own."""
+    server.wait_for_log("written by a process")  # the store starts once the listeners are up
+    found = children(server)
+    assert found, server.output
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_store_writer_is_started_again_and_nothing_stored_is_lost(start_daemon, token,
+                                                                           fleet):
+    server = start_daemon()
+    lamp = token("lamp")
+    [writer] = writer_pids(server)
+    with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+        assert app.send("lamp", {"n": 0}, qos=1) == Status.STORED
+        os.kill(writer, signal.SIGKILL)
+        server.wait_for_log("the message store's writer ended")
+        eventually(lambda: children(server) not in ([], [writer]), "a new writer")
+        # While it starts the sender may hear 19 (not known to be stored); then STORED again.
+        eventually(lambda: app.send("lamp", {"n": 1}, qos=1) == Status.STORED,
+                   "storing to go on")
+    assert server.alive()
+    with Client("127.0.0.1", server.port, lamp, timeout=10).connect() as device:
+        assert device.receive(10).payload == {"n": 0}, "what was stored before the kill stays"
+        assert device.receive(10).payload == {"n": 1}
+
+
+def test_the_store_writer_ends_with_the_server_however_the_server_ends(start_daemon, token,
+                                                                       fleet):
+    server = start_daemon()
+    [writer] = writer_pids(server)
+    with Client("127.0.0.1", server.port, fleet, "app", timeout=10).connect() as app:
+        assert app.send("lamp", {"n": 0}, qos=1) == Status.STORED
+    server.stop()
+    assert "Server Shut Down." in server.output, "it stopped as twistd stops on SIGTERM"
+    eventually(lambda: gone(writer), "the writer to exit after a clean stop")
+    assert "writer ended" not in server.output, "a clean stop is no failure"
+
+    again = start_daemon()
+    [writer] = writer_pids(again)
+    again.proc.send_signal(signal.SIGKILL)
+    again.proc.wait(10)
+    # Its input ends with the server: it commits what it has and exits, holding no port.
+    eventually(lambda: gone(writer), "the writer to exit after the server was killed")
+    nothing_lost = queue_list("--store", str(again.workdir / "hypertcp-messages.db"))
+    assert [(q["device"], q["count"]) for q in nothing_lost] == [("lamp", 1)]
+
+
+def test_the_store_writer_leaves_the_process_groups_signals_to_the_server(tmp_path):
+    # Ctrl-C at a terminal, or a service manager's TERM, reaches the whole
+    # group; the writer must not die mid-commit: the server stops it.
+    proc = subprocess.Popen([sys.executable, "-m", "hypertcp.store.child",
+                             str(tmp_path / "m.db"), "full"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def stored() -> tuple:
+        proc.stdin.write(child.frame([(Writer.put, ("lamp", "app", b"{}", 0, 10_000,
+                                                    Bounds(10, 1 << 20, 1 << 28), 0))]))
+        proc.stdin.flush()
+        (length,) = child.LENGTH.unpack(proc.stdout.read(4))
+        return pickle.loads(proc.stdout.read(length))
+
+    try:
+        assert stored() == (True, [Status.STORED], 0)  # it is up, its handlers in place
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            proc.send_signal(signum)
+        assert stored() == (True, [Status.STORED], 0)
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_a_device_that_never_acknowledges_gets_them_again_in_order(start_daemon, token, fleet):

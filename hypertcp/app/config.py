@@ -297,6 +297,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "synchronous": Option(_choice("full", "normal"), "full",
                               "full: fsync each commit, a power cut loses nothing answered "
                               "STORED; normal: fsync at checkpoints only"),
+        "writer": Option(_choice("process", "thread"), "process",
+                         "what writes the file: a process of its own (faster under load) or a "
+                         "thread of the server's (no second process)"),
         "max_queued": Option(_int(1), "1000", "messages stored for one device at most"),
         "max_queued_bytes": Option(_int(1), "1048576",
                                    "bytes (sender id and payload) stored for one device at most"),
@@ -404,6 +407,7 @@ class StoreConfig:
     enabled: bool
     path: str
     synchronous: str
+    writer: str
     max_queued: int
     max_queued_bytes: int
     max_total_bytes: int

@@ -32,8 +32,8 @@ class StoreService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.log.info("messages sent with qos 1 are stored in {where}", where=self.where)
         self.offline.store.start()
+        self.log.info("messages sent with qos 1 are stored in {where}", where=self.where)
         self._sweep.start(self.interval, now=True)
 
     def stopService(self) -> Optional[Any]:
@@ -52,16 +52,24 @@ def _offline(config: StoreConfig, factory: HyperTCPFactory, store: Any, clock: A
 
 
 def embedded(config: StoreConfig, factory: HyperTCPFactory, reactor: Any) -> StoreService:
-    """A single node's store: the SQLite file at C{[store] path}."""
-    from hypertcp.store.sqlite import StoreFileError, SQLiteStore
+    """A single node's store: the SQLite file at C{[store] path}, written by C{[store] writer}."""
+    from hypertcp.store.sqlite import SQLiteStore
+    from hypertcp.store.sqlitefile import StoreFileError, connect, open_writer
+    from hypertcp.store.writers import ProcessWriter, ThreadWriter
 
     try:
-        store = SQLiteStore(config.path, _bounds(config), reactor, config.synchronous,
-                            writes=factory.batch)
+        if config.writer == "thread":
+            writer: Any = ThreadWriter(open_writer(config.path, config.synchronous), reactor)
+        else:
+            # Made or migrated here, so that a file that cannot be used stops the start.
+            connect(config.path, config.synchronous).close()
+            writer = ProcessWriter(config.path, config.synchronous, reactor)
     except StoreFileError as e:
         raise ConfigError(f"[store] path: {e}") from None
+    store = SQLiteStore(writer, _bounds(config), reactor, config.path, writes=factory.batch)
     return StoreService(_offline(config, factory, store, reactor), config.sweep_interval, reactor,
-                        f"{config.path} (SQLite, synchronous={config.synchronous})")
+                        f"{config.path} (SQLite, synchronous={config.synchronous}, "
+                        f"written by a {config.writer})")
 
 
 def clustered(config: StoreConfig, factory: HyperTCPFactory, cluster: Any,

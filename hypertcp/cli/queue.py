@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace, on_file: Callable[[Any], Any],
             return oneshot.run(cluster, action, prefix=args.cluster_prefix), "the cluster"
         except (ConnectionError, ValueError) as e:
             raise CommandError(str(e)) from None
-    from hypertcp.store import sqlite
+    from hypertcp.store import sqlitefile as sqlite
 
     path = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
     if not os.path.exists(path):
@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace, on_file: Callable[[Any], Any],
 
 
 def _list(args: argparse.Namespace) -> int:
-    from hypertcp.store import sqlite
+    from hypertcp.store import sqlitefile as sqlite
 
     found: list[Queue]
     found, where = _run(args, sqlite.queues, lambda store: store.queues())
@@ -80,7 +80,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from hypertcp.store import sqlite
+    from hypertcp.store import sqlitefile as sqlite
 
     found: list[Stored]
     found, where = _run(args, lambda conn: sqlite.messages(conn, args.device, args.limit),
@@ -99,7 +99,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    from hypertcp.store import sqlite
+    from hypertcp.store import sqlitefile as sqlite
 
     count, where = _run(args, lambda conn: sqlite.purge(conn, args.device),
                         lambda store: store.purge(args.device))

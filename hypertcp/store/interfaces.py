@@ -60,3 +60,29 @@ class IMessageStore(Interface):
 
     def close() -> object:
         """Finish what was accepted and let go of the store: a Deferred, or None."""
+
+
+class IBatchWriter(Interface):
+    """
+    Where the embedded store's batches run: the one writer of its file
+    (L{hypertcp.store.sqlitefile.Writer}), away from the reactor.
+    """
+
+    expired = Attribute("Messages the writer deleted because they expired, since it started.")
+    pipelined = Attribute(
+        "True if a batch may be handed over before the last one has committed (the writer "
+        "then commits whatever waits for it together); False if it takes one at a time.")
+
+    def start() -> None:
+        """Begin taking batches."""
+
+    def run(operations: list) -> object:
+        """
+        A Deferred of the results of C{operations} -- each C{(f, args, ...)},
+        run as C{f(writer, *args)}; what follows C{args} is the caller's --
+        once they have committed, in one transaction with nothing else of
+        the caller's in between.
+        """
+
+    def stop() -> object:
+        """Let go of the file once what was handed over is done: a Deferred."""

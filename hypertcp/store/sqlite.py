@@ -1,39 +1,28 @@
 """
-The embedded message store: one SQLite file, written from one thread.
+The embedded message store as the server uses it: one SQLite file, whose
+one writer (L{IBatchWriter}) runs away from the reactor -- in a process of
+its own by default (L{hypertcp.store.writers}).
 
 Everything the reactor asks of the store in one turn -- stored messages,
-deliveries to forget, a device's next page -- becomes one batch, run in a
-single transaction on the store's own thread, so the reactor never waits
-on the disk and a burst of messages costs one commit (one fsync), not one
-each.  Each caller's Deferred fires once the batch has committed, which is
-when the server may answer STORED.  A batch that arrives while another runs
-waits for it, so batches grow with the load (group commit).
+deliveries to forget, a device's next page -- becomes one batch, handed to
+the writer, so the reactor never waits on the disk.  Each caller is
+answered once its batch has committed, which is when the server may answer
+STORED.  The writer commits together whatever has reached it by the time it
+is ready (a thread takes one batch at a time: what comes meanwhile waits
+here), so commits grow with the load and a burst of messages costs one
+commit (one fsync), not one each.
 
 The file is in WAL mode with C{synchronous} FULL by default: a commit
 returns once the write-ahead log is fsynced, so a message answered STORED
 survives the process being killed and the machine losing power.  With
 NORMAL the log is fsynced only at checkpoints: still nothing lost to a
-killed process, but a power cut can lose the last commits.
-
-The file holds the messages in the order accepted and an index by expiry;
-which messages are whose is kept in memory (each device's keys, in
-order), read from the file at start.  An index by device on disk cost
-more than everything else a stored message costs: every commit rewrote a
-page of it per device the batch touched, so storing slowed with the number
-of devices (16 us a row with 1,000 devices, against 2 without it).
-
-L{Writer} is the store on its thread; the functions that take a
-connection are what operators do, and the C{hypertcp queue} command runs
-them on the file directly, from another process, while the server runs.
+killed process, but a power cut can lose the last commits.  The file's
+layout and its writer are L{hypertcp.store.sqlitefile}'s.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import nullcontext
-from array import array
-from bisect import bisect_left, bisect_right
-from itertools import chain
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, fail
@@ -41,394 +30,43 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hypertcp.protocol.commands import Status
-from hypertcp.store.interfaces import IMessageStore
-from hypertcp.store.records import Bounds, Queue, Stored
+from hypertcp.store.interfaces import IBatchWriter, IMessageStore
+from hypertcp.store.records import Bounds
+from hypertcp.store.sqlitefile import SWEEP_CHUNK, Writer
 
-#: The layout this code reads and writes (PRAGMA user_version).  1 had an
-#: index by device, which 2 drops (L{MIGRATIONS}).
-SCHEMA_VERSION = 2
-#: Seconds a writer waits for another process (the queue command) to let go of the file.
-BUSY_TIMEOUT = 5.0
-#: Expired messages deleted per statement by a sweep, so a sweep never holds the file long.
-SWEEP_CHUNK = 1000
-SYNCHRONOUS = ("full", "normal")
-STORED, QUOTA_LIMIT = Status.STORED, Status.QUOTA_LIMIT  # bound once: a lookup per put costs
 #: Seconds between log lines about failing batches.
 FAILURE_LOG_INTERVAL = 10.0
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY,     -- the order accepted
-    device TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL,       -- what it counts against the bounds
-    queued_at INTEGER NOT NULL,  -- ms since the epoch
-    expires_at INTEGER NOT NULL  -- ms since the epoch
-);
-CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_at);
-"""
-#: What takes a file from each older layout to the next.
-MIGRATIONS = {1: "DROP INDEX IF EXISTS messages_by_device"}
-
-_INSERT = "INSERT INTO messages (seq, device, sender, payload, size, queued_at, expires_at) VALUES "
-_ROW = "(?, ?, ?, ?, ?, ?, ?)"
-#: Rows per INSERT statement: whole chunks of these sizes, largest first,
-#: then the rest (fewer than the smallest) in one.  Python's sqlite3 lets go
-#: of the GIL around each step of a statement, and the reactor's thread is
-#: busy under load: each step waits for the reactor to yield the GIL again
-#: (in a bench --qos 1 profile, ~0.1 ms a step), so a batch of ~300 puts
-#: should take a few steps, not one per 64 rows.  Sizes are few and fixed
-#: because every size is a prepared statement kept in the cache: one per
-#: size up to 256 rows would hold ~29 MB.
-INSERT_CHUNKS = (256, 128, 64)
-#: The most variables a statement may bind where SQLite cannot say (before
-#: 3.32.0 the default limit, and Python < 3.11 cannot ask).
-DEFAULT_VARIABLES = 999
-_COLUMNS = "seq, sender, payload, queued_at, expires_at"
-#: Keys looked up per statement at most; lists are padded to a power of two
-#: (repeating the last key), so a few statements serve every length.
-KEYS_PER_STATEMENT = 512
-_NO_KEYS = array("q")
-
-
-class StoreFileError(Exception):
-    """The store file cannot be used (a newer layout, not a database); the message says which."""
-
-
-def connect(path: str, synchronous: str = "full", create: bool = True) -> sqlite3.Connection:
-    """
-    Open the store at C{path}, in WAL mode, made if C{create} and missing.
-    The connection is in autocommit mode: batches say BEGIN and COMMIT.
-    """
-    if synchronous not in SYNCHRONOUS:
-        raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
-    target, uri = path, False
-    if not create and path != ":memory:":
-        target, uri = f"file:{path}?mode=rw", True
-    try:
-        # Room in the statement cache for an INSERT of each size (INSERT_CHUNKS, and
-        # each rest smaller than the smallest).
-        conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None,
-                               check_same_thread=False, uri=uri, cached_statements=256)
-    except sqlite3.OperationalError as e:
-        raise StoreFileError(f"cannot open the message store {path}: {e}") from None
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreFileError(f"the message store {path} was written by a newer HyperTCP "
-                                 f"(layout {version}; this one knows {SCHEMA_VERSION})")
-        if create:
-            conn.executescript(SCHEMA)
-            for old in range(version, SCHEMA_VERSION):
-                if old in MIGRATIONS:
-                    conn.execute(MIGRATIONS[old])
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    except sqlite3.DatabaseError as e:
-        conn.close()
-        raise StoreFileError(f"the message store {path} is not usable: {e}") from None
-    except StoreFileError:
-        conn.close()
-        raise
-    return conn
-
-
-def transaction(conn: sqlite3.Connection, operations: list[tuple[Callable, tuple]]) -> list[Any]:
-    """Run C{operations} (each C{f(conn, *args)}) in one transaction; their results."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        results = [operation(conn, *args) for operation, args in operations]
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return results
-
-
-# -- what operators do to the file (the queue command; the server's own too) --
-
-def queues(conn: sqlite3.Connection) -> list[Queue]:
-    rows = conn.execute("SELECT device, count(*), sum(size), min(queued_at) FROM messages "
-                        "GROUP BY device ORDER BY device")
-    return [Queue(*row) for row in rows]
-
-
-def messages(conn: sqlite3.Connection, device: str, limit: int) -> list[Stored]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE device = ? ORDER BY seq LIMIT ?",
-                        (device, limit))
-    return [Stored(*row) for row in rows]
-
-
-def purge(conn: sqlite3.Connection, device: str) -> int:
-    return conn.execute("DELETE FROM messages WHERE device = ?", (device,)).rowcount
-
-
-class Writer:
-    """
-    The store as its thread sees it: the connection, the next sequence
-    number, and each device's count, bytes and keys (its messages' sequence
-    numbers, in order), against which the bounds are checked and by which
-    its messages are found without an index on disk.  It alone writes the
-    file, but for the queue command: when another connection has committed
-    since the last batch (C{PRAGMA data_version} tells), all that is read
-    afresh.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.seq = 0
-        self.counts: dict[str, list[int]] = {}  # device -> [messages, bytes]
-        self.keys: dict[str, array] = {}  # device -> its messages' seqs, ascending
-        self.total = 0
-        #: Messages deleted because they expired (swept, or to make room).
-        self.expired = 0
-        self._rows: list[tuple] = []  # puts not yet inserted
-        self._statements: dict[int, str] = {}  # an INSERT of n rows, by n
-        getlimit = getattr(conn, "getlimit", None)  # Python 3.11
-        variables = (getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit is not None
-                     else DEFAULT_VARIABLES)
-        #: The chunk sizes this SQLite binds in one statement (7 variables a row).
-        self._chunks = tuple(n for n in INSERT_CHUNKS if n * 7 <= variables)
-        self._version = -1
-        conn.execute("BEGIN")
-        try:
-            self._recount()
-        finally:
-            conn.execute("COMMIT")
-
-    def _recount(self) -> None:
-        conn = self.conn
-        self._version = conn.execute("PRAGMA data_version").fetchone()[0]
-        counts: dict[str, list[int]] = {}
-        keys: dict[str, array] = {}
-        rows = conn.execute("SELECT device, seq, size FROM messages ORDER BY seq")
-        for device, seq, size in rows:
-            counted = counts.get(device)
-            if counted is None:
-                counts[device] = [1, size]
-                keys[device] = array("q", (seq,))
-            else:
-                counted[0] += 1
-                counted[1] += size
-                keys[device].append(seq)
-        self.counts, self.keys = counts, keys
-        self.total = sum(size for _, size in counts.values())
-        self.seq = max(self.seq, conn.execute(
-            "SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0])
-
-    def batch(self, operations: list[tuple]) -> list[Any]:
-        """
-        Run C{operations} (each C{(f, args, ...)}, run as C{f(writer,
-        *args)}; what follows is the caller's) in one transaction; their results, once
-        it has committed.  Consecutive puts go in as one statement.
-        """
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if conn.execute("PRAGMA data_version").fetchone()[0] != self._version:
-                self._recount()  # the queue command changed the file
-            results = []
-            put = Writer.put
-            for op in operations:
-                operation = op[0]
-                if operation is not put:
-                    self._insert()  # what follows must see the puts before it
-                results.append(operation(self, *op[1]))
-            self._insert()
-            conn.execute("COMMIT")
-        except BaseException:
-            self._rows.clear()
-            conn.execute("ROLLBACK")
-            self._recount()  # the counts ran ahead of what was rolled back
-            raise
-        return results
-
-    def _insert(self) -> None:
-        rows = self._rows
-        start, left = 0, len(rows)
-        while left:
-            n = left
-            for size in self._chunks:
-                if size <= left:
-                    n = size
-                    break
-            statement = self._statements.get(n)
-            if statement is None:
-                statement = self._statements[n] = _INSERT + ", ".join([_ROW] * n)
-            self.conn.execute(statement, list(chain.from_iterable(rows[start:start + n])))
-            start += n
-            left -= n
-        rows.clear()
-
-    def _fits(self, device: str, size: int, bounds: Bounds) -> bool:
-        count, used = self.counts.get(device) or (0, 0)
-        return (count < bounds.max_count and used + size <= bounds.max_bytes
-                and self.total + size <= bounds.max_total_bytes)
-
-    def _forget(self, device: str, seq: int, size: int) -> None:
-        counted = self.counts[device]
-        counted[0] -= 1
-        counted[1] -= size
-        self.total -= size
-        if counted[0] <= 0:
-            del self.counts[device], self.keys[device]
-            return
-        keys = self.keys[device]
-        at = bisect_left(keys, seq)  # nearly always 0: messages go in the order they came
-        if at < len(keys) and keys[at] == seq:
-            del keys[at]
-
-    def _each(self, head: str, keys: Any, tail: str = "", *args: Any) -> list[tuple]:
-        """C{head WHERE seq IN (keys) tail}, a statement per chunk of C{keys}; the rows."""
-        rows: list[tuple] = []
-        for start in range(0, len(keys), KEYS_PER_STATEMENT):
-            chunk = keys[start:start + KEYS_PER_STATEMENT].tolist()
-            n = 1 << (len(chunk) - 1).bit_length()
-            chunk += chunk[-1:] * (n - len(chunk))
-            rows += self.conn.execute(f"{head} WHERE seq IN ({', '.join('?' * n)}) {tail}",
-                                      chunk + [*args]).fetchall()
-        return rows
-
-    # -- the operations --
-
-    def put(self, device: str, sender: str, payload: bytes, queued_at: int, expires_at: int,
-            bounds: Bounds, now: int) -> int:
-        """Append within the bounds: STORED, or QUOTA_LIMIT."""
-        n = len(payload) + len(sender.encode("utf-8"))  # size(), inline: it runs for every put
-        counted = self.counts.get(device)
-        count, used = counted or (0, 0)
-        if (count >= bounds.max_count or used + n > bounds.max_bytes
-                or self.total + n > bounds.max_total_bytes):  # _fits, inline
-            # Full -- perhaps of messages that expired and wait for the
-            # sweep: they do not count, and go now.
-            self._insert()
-            self._expire(now, device)
-            if not self._fits(device, n, bounds) and self.total + n > bounds.max_total_bytes:
-                self._expire(now)
-            if not self._fits(device, n, bounds):
-                return QUOTA_LIMIT
-            counted = self.counts.get(device)
-        seq = self.seq = self.seq + 1
-        self._rows.append((seq, device, sender, payload, n, queued_at, expires_at))
-        if counted is None:
-            self.counts[device] = [1, n]
-            self.keys[device] = array("q", (seq,))
-        else:
-            counted[0] += 1
-            counted[1] += n
-            self.keys[device].append(seq)
-        self.total += n
-        return STORED
-
-    def _expire(self, now: int, device: Optional[str] = None) -> int:
-        """Delete expired messages (one device's, or a chunk of anyone's); how many."""
-        if device is None:
-            gone = self.conn.execute(
-                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE "
-                "expires_at <= ? LIMIT ?) RETURNING device, seq, size",
-                (now, SWEEP_CHUNK)).fetchall()
-        else:
-            gone = [(device, seq, n) for seq, n in self._each(
-                "DELETE FROM messages", self.keys.get(device, _NO_KEYS),
-                "AND expires_at <= ? RETURNING seq, size", now)]
-        for owner, seq, n in gone:
-            self._forget(owner, seq, n)
-        self.expired += len(gone)
-        return len(gone)
-
-    def fetch(self, device: str, after: Optional[int], limit: int, now: int) -> list[Stored]:
-        keys = self.keys.get(device)
-        if not keys:
-            return []
-        found: list[Stored] = []
-        at = bisect_right(keys, after or 0)
-        while at < len(keys) and len(found) < limit:
-            # Some may have expired (not yet swept): read on until there are C{limit}.
-            wanted = keys[at:at + limit - len(found)]
-            at += len(wanted)
-            found += [Stored(*row) for row in self._each(
-                f"SELECT {_COLUMNS} FROM messages", wanted, "AND expires_at > ? ORDER BY seq", now)]
-        return found
-
-    def remove(self, device: str, seq: int) -> bool:
-        gone = self.conn.execute("DELETE FROM messages WHERE seq = ? AND device = ? RETURNING size",
-                                 (seq, device)).fetchone()
-        if gone is None:
-            return False
-        self._forget(device, seq, gone[0])
-        return True
-
-    def queues(self) -> list[Queue]:
-        return queues(self.conn)
-
-    def messages(self, device: str, limit: int) -> list[Stored]:
-        return [Stored(*row) for row in self._each(
-            f"SELECT {_COLUMNS} FROM messages", self.keys.get(device, _NO_KEYS)[:limit],
-            "ORDER BY seq")]
-
-    def purge(self, device: str) -> int:
-        count = len(self._each("DELETE FROM messages", self.keys.pop(device, _NO_KEYS),
-                               "RETURNING seq"))
-        counted = self.counts.pop(device, None)
-        if counted is not None:
-            self.total -= counted[1]
-        return count
-
-    def sweep(self, now: int) -> int:
-        """Delete up to a chunk of expired messages; how many."""
-        return self._expire(now)
-
-
-# -- the store the server uses ------------------------------------------------
 
 @implementer(IMessageStore)
 class SQLiteStore:
     """
-    The embedded store.  C{run(function, *args)} runs a batch and returns a
-    Deferred of its result: by default on a thread pool of one thread (SQLite
-    takes one writer at a time anyway); tests run it inline.
+    The embedded store: batches of what the reactor asks, handed to the
+    file's writer.  C{path} names the file in what is logged.
     """
 
     log = Logger()
 
-    def __init__(self, path: str, bounds: Bounds, clock: Any, synchronous: str = "full",
-                 run: Optional[Callable[..., Deferred]] = None, writes: Any = None) -> None:
+    def __init__(self, writer: IBatchWriter, bounds: Bounds, clock: Any, path: str,
+                 writes: Any = None) -> None:
+        self.writer = writer
+        self._pipelined = writer.pipelined
         self.path = path
         #: The server's write batch (begin/end): a commit's answers go out one write per peer.
         self.writes = writes
         self.bounds = bounds
         self.clock = clock
-        self.conn = connect(path, synchronous)
-        try:
-            self._writer = Writer(self.conn)
-        except sqlite3.DatabaseError as e:
-            self.conn.close()
-            raise StoreFileError(f"the message store {path} is not usable: {e}") from None
-        self._pool: Any = None
-        if run is None:
-            from twisted.internet.threads import deferToThreadPool
-            from twisted.python.threadpool import ThreadPool
-            # Started by start(): a thread left running would keep the process alive.
-            self._pool = ThreadPool(1, 1, name="hypertcp-store")
-            pool = self._pool
-            run = lambda f, *args: deferToThreadPool(clock, pool, f, *args)  # noqa: E731
-        self._run = run
         #: Batches committed, and the operations in them: how well group commit groups.
         self.batches = self.operations = 0
         # (operation, args, then, then_args): C{then} is a Deferred, or a
         # callable answered as C{then(result, *then_args)} (L{put_then}).
         self._pending: list[tuple[Callable, tuple, Any, tuple]] = []
-        self._busy = False
+        self._running = 0  # batches handed to the writer, not yet answered
         self._call: Any = None
         self._closed: Optional[Deferred] = None
         self._failure_logged = float("-inf")
 
     def start(self) -> None:
-        if self._pool is not None:
-            self._pool.start()
+        self.writer.start()
 
     # -- batching --
 
@@ -437,20 +75,20 @@ class SQLiteStore:
             return fail(RuntimeError("the message store is closed"))
         d: Deferred = Deferred()
         self._pending.append((operation, args, d, ()))
-        if not self._busy and self._call is None:
+        if self._call is None and (self._pipelined or not self._running):
             self._call = self.clock.callLater(0, self._flush)
         return d
 
     def _flush(self) -> None:
         self._call = None
-        if self._busy or not self._pending:
+        if not self._pending or (self._running and not self._pipelined):
             return
         batch, self._pending = self._pending, []
-        self._busy = True
-        self._run(self._writer.batch, batch).addBoth(self._committed, batch)
+        self._running += 1
+        self.writer.run(batch).addBoth(self._committed, batch)
 
     def _committed(self, results: Any, batch: list[tuple[Callable, tuple, Any, tuple]]) -> None:
-        # Still busy while the callers' callbacks run: what they submit
+        # Still running while the callers' callbacks run: what they submit
         # waits for the next turn's batch.
         failed = isinstance(results, Failure)
         if failed:
@@ -477,13 +115,13 @@ class SQLiteStore:
                 except Exception:
                     # One caller's fault must not leave the others unanswered.
                     self.log.failure("message store {path}: answering a batch", path=self.path)
-        self._busy = False
+        self._running -= 1
         if self._pending:
             if self._closed is not None:
                 self._flush()  # the last batch, now
-            else:
+            elif self._call is None:
                 self._call = self.clock.callLater(0, self._flush)
-        elif self._closed is not None and not self._closed.called:
+        elif self._closed is not None and not self._running and not self._closed.called:
             self._shut()
 
     # -- IMessageStore --
@@ -503,13 +141,12 @@ class SQLiteStore:
             return
         self._pending.append((Writer.put, (device_id, sender, payload, queued_at, expires_at,
                                            self.bounds, queued_at), then, args))
-        if not self._busy and self._call is None:
+        if self._call is None and (self._pipelined or not self._running):
             self._call = self.clock.callLater(0, self._flush)
 
     @property
     def expired(self) -> int:
-        # The writer's count, read across threads: an int, read whole.
-        return self._writer.expired
+        return self.writer.expired
 
     def fetch(self, device_id: str, after: Optional[int], limit: int) -> Deferred:
         return self._submit(Writer.fetch, device_id, after, limit,
@@ -541,21 +178,17 @@ class SQLiteStore:
         return self._submit(Writer.sweep, now).addCallback(swept)
 
     def close(self) -> Deferred:
-        """Commit what was accepted, then close the file and stop the thread."""
+        """Commit what was accepted, then let the writer go."""
         if self._closed is None:
             self._closed = Deferred()
             if self._call is not None and self._call.active():
                 self._call.cancel()
             self._call = None
-            if not self._busy:
-                if self._pending:
-                    self._flush()  # _committed closes once it is done
-                else:
-                    self._shut()
+            if self._pending:
+                self._flush()  # or, if the writer is busy, _committed does it
+            elif not self._running:
+                self._shut()
         return self._closed
 
     def _shut(self) -> None:
-        self.conn.close()
-        if self._pool is not None:
-            self._pool.stop()
-        self._closed.callback(None)
+        self.writer.stop().addBoth(lambda _: self._closed.callback(None))

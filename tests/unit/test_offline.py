@@ -19,6 +19,8 @@ from hypertcp.protocol.commands import Command, Status
 from hypertcp.server.offline import Offline
 from hypertcp.store.records import Bounds
 from hypertcp.store.sqlite import SQLiteStore
+from hypertcp.store.sqlitefile import open_writer
+from hypertcp.store.writers import ThreadWriter
 from tests.inprocess import Peer, Server
 
 ACK_TIMEOUT = 10.0
@@ -38,8 +40,8 @@ class Harness:
         self.server = Server(tmp_path, rate_limit=0, ack_timeout=ACK_TIMEOUT)
         self.clock = self.server.clock
         self.clock.advance(start)  # before anything is scheduled
-        self.store = SQLiteStore(path, Bounds(max_queued, max_bytes, max_total), self.clock,
-                                 run=inline)
+        self.store = SQLiteStore(ThreadWriter(open_writer(path), self.clock, run=inline),
+                                 Bounds(max_queued, max_bytes, max_total), self.clock, path)
         self.offline = Offline(self.server.hub, self.store, self.clock, default_ttl, max_ttl,
                                window)
         self.sender = self.server.online("app", "fleet", "app")
@@ -441,7 +443,7 @@ def test_the_default_ttl_applies_when_the_sender_names_none(tmp_path):
 # -- failures ------------------------------------------------------------------------
 
 def test_a_failing_store_answers_19_and_the_server_goes_on(h):
-    h.store.conn.close()  # the disk is gone, as far as SQLite can tell
+    h.store.writer.writer.conn.close()  # the disk is gone, as far as SQLite can tell
     assert h.send("lamp", {"x": 1}, qos=1) == Status.SERVER_EXCEPTION
     assert h.offline.stats()["failed"] == 1
     assert h.send("app", {"still": "fine"}) == Status.SUCCESS
@@ -450,7 +452,7 @@ def test_a_failing_store_answers_19_and_the_server_goes_on(h):
 
 
 def test_a_failing_store_is_logged_once_per_interval_not_per_message(h, logged):
-    h.store.conn.close()
+    h.store.writer.writer.conn.close()
     for n in range(5):
         assert h.send("lamp", {"n": n}, qos=1) == Status.SERVER_EXCEPTION
     h.login()

@@ -14,15 +14,17 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 
 from hypertcp.protocol.commands import Status
-from hypertcp.store import sqlite as db
+from hypertcp.store import sqlitefile as db
 from hypertcp.store.records import Bounds
-from hypertcp.store.sqlite import SQLiteStore, StoreFileError
+from hypertcp.store.sqlite import SQLiteStore
+from hypertcp.store.sqlitefile import StoreFileError
+from hypertcp.store.writers import ThreadWriter
 
 
 def store(path: Path, clock: Clock, bounds: Bounds = Bounds(3, 1 << 20, 1 << 28),
           synchronous: str = "full") -> SQLiteStore:
-    return SQLiteStore(str(path), bounds, clock,
-                       synchronous, run=lambda f, *args: maybeDeferred(f, *args))
+    writer = ThreadWriter(db.open_writer(str(path), synchronous), clock, run=maybeDeferred)
+    return SQLiteStore(writer, bounds, clock, str(path))
 
 
 def results(d: Any) -> list:
@@ -63,7 +65,7 @@ def test_a_batch_of_any_size_goes_in_whole_and_in_order(tmp_path, chunks):
     # binds at most 999 variables a statement gets.
     clock = Clock()
     s = store(tmp_path / "m.db", clock, Bounds(10_000, 1 << 20, 1 << 28))
-    s._writer._chunks = chunks
+    s.writer.writer._chunks = chunks
     count = 256 + 128 + 64 + 63 + 128 + 5
     answers = [results(s.put("lamp", "app", b'{"n":%d}' % n, 0, 10_000)) for n in range(count)]
     clock.advance(0)
@@ -92,7 +94,7 @@ def test_put_then_hands_a_failed_batch_to_every_caller_and_one_callers_error_to_
         clock.advance(0)
         assert answered == [Status.STORED], "the caller after a broken one is answered"
         assert "answering a batch" in log
-        s.conn.close()  # the disk is gone
+        s.writer.writer.conn.close()  # the disk is gone
         s.put_then("lamp", "app", b"{}", 0, 10_000, answered.append)
         s.put_then("lamp", "app", b"{}", 0, 10_000, answered.append)
         clock.advance(0)
