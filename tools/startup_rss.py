@@ -6,7 +6,9 @@ and each service imports its libraries where the tree is built), so what
 a process costs at start depends on which services are on.  This starts
 C{twistd -n hypertcp} with each configuration on loopback ports the OS
 picks, waits for its listeners to be up and a second more, reads VmRSS
-from /proc, and stops it; the median of a few starts is printed.
+from /proc -- the server's, then its children's (the store's writer, in a
+process of its own unless C{[store] writer = thread}) -- and stops it; the
+median of a few starts is printed.
 
 Run from a checkout, with its interpreter::
 
@@ -26,9 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from hypertcp.bench.peers import process_tree
+
 #: Each configuration's options beyond a plain listener; {q} is a free port.
 CONFIGURATIONS = {
     "plain": [],
+    "thread": ["--set", "store.writer=thread"],
     "manhole": ["--manhole", "tcp:{q}:interface=127.0.0.1",
                 "--set", "manhole.authorized_keys={work}/keys",
                 "--set", "manhole.host_key={work}/host-key"],
@@ -47,8 +52,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_rss_mb(options: list[str], work: Path, timeout: float = 30) -> float:
-    """Start one server with C{options}; its RSS in MB once its listeners are up."""
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+
+
+def start_rss_mb(options: list[str], work: Path, timeout: float = 30) -> tuple[float, float]:
+    """
+    Start one server with C{options}; once its listeners are up, its RSS in
+    MB and its children's.
+    """
     args = [a.format(q=free_port(), work=work) for a in options]
     expect = 1 + sum(a in ("--manhole", "--tls", "--web") for a in args)
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -67,8 +80,7 @@ def start_rss_mb(options: list[str], work: Path, timeout: float = 30) -> float:
         if proc.poll() is not None or up < expect:
             raise SystemExit("the server did not start:\n" + "".join(lines[-10:]))
         time.sleep(1.0)  # what start-up leaves to the first reactor turns
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+        return rss_mb(proc.pid), sum(rss_mb(pid) for pid in process_tree(proc.pid)[1:])
     finally:
         proc.terminate()
         proc.wait(10)
@@ -91,8 +103,10 @@ def main() -> None:
         (work / "keys").write_text("")
         for name in args.names or CONFIGURATIONS:
             sizes = [start_rss_mb(CONFIGURATIONS[name], work) for _ in range(args.starts)]
-            print(f"{name:10} {statistics.median(sizes):6.1f} MB "
-                  f"(of {', '.join(f'{s:.1f}' for s in sizes)})")
+            own = [size for size, _ in sizes]
+            print(f"{name:10} {statistics.median(own):6.1f} MB "
+                  f"(of {', '.join(f'{s:.1f}' for s in own)}), "
+                  f"its children {statistics.median(c for _, c in sizes):.1f} MB")
 
 
 if __name__ == "__main__":

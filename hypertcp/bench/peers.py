@@ -29,21 +29,51 @@ LISTENING = re.compile(r"HyperTCP (tcp|tls) listening on ([\d.]+):(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """C{pid} and its live descendants (a server's store writer is its child)."""
+    found, at = [pid], 0
+    while at < len(found):
+        here = found[at]
+        at += 1
+        try:
+            with open(f"/proc/{here}/task/{here}/children") as f:
+                found += [int(child) for child in f.read().split()]
+        except OSError:
+            pass  # gone meanwhile, or a kernel without the file: its own figures only
+    return found
+
+
 def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU seconds (user + system) a process and its live descendants have used, from /proc."""
+    total = 0
+    for each in process_tree(pid):
+        try:
+            with open(f"/proc/{each}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            if each == pid:
+                raise
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 def proc_memory(pid: int) -> dict[str, int]:
-    """A process's current (VmRSS) and peak (VmHWM) resident memory in KiB."""
-    found = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                found[line[:5]] = int(line.split()[1])
-    return {"rss_kb": found.get("VmRSS", 0), "peak_kb": found.get("VmHWM", 0)}
+    """
+    The current (VmRSS) and peak (VmHWM) resident memory in KiB of a process
+    and its live descendants, summed.
+    """
+    found = {"VmRSS": 0, "VmHWM": 0}
+    for each in process_tree(pid):
+        try:
+            with open(f"/proc/{each}/status") as f:
+                for line in f:
+                    if line.startswith(("VmRSS:", "VmHWM:")):
+                        found[line[:5]] += int(line.split()[1])
+        except OSError:
+            if each == pid:
+                raise
+    return {"rss_kb": found["VmRSS"], "peak_kb": found["VmHWM"]}
 
 
 class Broker:
