@@ -414,12 +414,15 @@ class Session(BoundedConnection, FrameReceiver):
             result.addCallback(self._answer, frame.msg_id)
 
     def _answer(self, status: int, msg_id: int) -> None:
-        if status != SUCCESS and status != STORED:  # STORED is a success, counted as stored
+        if status == STORED:  # each stored message's answer: nothing to count, tell or log
+            self.write(rules.answer(msg_id, STORED, self.proto))
+            return
+        if status != SUCCESS:
             self.factory.count(Status(status).name.lower())
             if self.proto < PROTOCOL_LEVEL:
                 # It will read an empty RESPONSE: the log is where the status goes.
                 self._log_refusal(f"message {msg_id} answered", status)
-            if self.reasons and status != Status.STORED:
+            if self.reasons:
                 self.tell(msg_id, status, self._why(status))
         self.respond(msg_id, status)
 

@@ -15,6 +15,7 @@ import pytest
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import formatEvent, globalLogPublisher
 
+from hypertcp.protocol.bodies import login_body
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.server.offline import Offline
 from hypertcp.store.records import Bounds
@@ -517,3 +518,20 @@ def test_the_twisted_client_sends_qos_and_ttl_and_hears_stored():
     protocol.dataReceived(response(frame.msg_id, Status.STORED))
     assert answers == [Status.STORED]
     protocol.connectionLost(None)
+
+
+def test_stored_is_answered_as_each_senders_protocol_level_reads_it(h):
+    # 202 to a sender at level 2; the empty RESPONSE a level-1 client reads;
+    # and no refusal body before it for a client that asked for reasons.
+    token = h.server.token("apps", "fleet")
+    for proto, reasons, expected in ((2, False, bytes((Status.STORED,))), (1, False, b""),
+                                     (2, True, bytes((Status.STORED,)))):
+        sender = h.server.connect()
+        msg_id = sender.send(Command.LOGIN, login_body(token, f"app-{proto}-{reasons}", proto,
+                                                       reasons))
+        assert sender.answer(msg_id) == Status.SUCCESS
+        sent = sender.message("lamp", {"proto": proto}, qos=1)
+        h.turn()
+        assert sender.response_payload(sent) == expected
+        assert sender.frames() == [], "nothing else: no refusal told, for STORED is no refusal"
+    assert [m["proto"] for m in h.queued()] == [2, 1, 2]
