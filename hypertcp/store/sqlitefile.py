@@ -56,12 +56,12 @@ _INSERT = "INSERT INTO messages (seq, device, sender, payload, size, queued_at, 
 _ROW = "(?, ?, ?, ?, ?, ?, ?)"
 #: Rows per INSERT statement: whole chunks of these sizes, largest first,
 #: then the rest (fewer than the smallest) in one.  Python's sqlite3 lets go
-#: of the GIL around each step of a statement, and the reactor's thread is
-#: busy under load: each step waits for the reactor to yield the GIL again
-#: (in a bench --qos 1 profile, ~0.1 ms a step), so a batch of ~300 puts
-#: should take a few steps, not one per 64 rows.  Sizes are few and fixed
-#: because every size is a prepared statement kept in the cache: one per
-#: size up to 256 rows would hold ~29 MB.
+#: of the GIL around each step of a statement; with the writer on a thread
+#: (C{[store] writer = thread}) the reactor's is busy under load, and each
+#: step waits for it to yield the GIL again (in a bench --qos 1 profile,
+#: ~0.1 ms a step), so a batch of ~300 puts should take a few steps, not one
+#: per 64 rows.  Sizes are few and fixed because every size is a prepared
+#: statement kept in the cache: one per size up to 256 rows would hold ~29 MB.
 INSERT_CHUNKS = (256, 128, 64)
 #: The most variables a statement may bind where SQLite cannot say (before
 #: 3.32.0 the default limit, and Python < 3.11 cannot ask).
@@ -148,7 +148,7 @@ def purge(conn: sqlite3.Connection, device: str) -> int:
 
 class Writer:
     """
-    The store as its thread sees it: the connection, the next sequence
+    The store as its writer sees it: the connection, the next sequence
     number, and each device's count, bytes and keys (its messages' sequence
     numbers, in order), against which the bounds are checked and by which
     its messages are found without an index on disk.  It alone writes the
