@@ -8,6 +8,7 @@ balancer's commands are tested in-process (tests/unit/test_balancer.py).
 
 from __future__ import annotations
 
+import signal
 import ssl
 import time
 from pathlib import Path
@@ -236,3 +237,24 @@ def test_the_esp32_library_follows_the_balancer(start_daemon, start_balancer, to
         message = app.receive(timeout=10)
         assert message is not None
         assert (message.sender, message.payload) == ("esp32-1", {"via": "balancer"})
+
+
+def test_sighup_gives_the_balancer_a_rotated_health_token(start_daemon, start_balancer, token,
+                                                          tmp_path) -> None:
+    node = start_daemon()
+    balancer = start_balancer([node.port])
+    node.wait_for_log("(fleet token balancer)")
+    rotated = token("balancer-2", "--role", "fleet", "--grant", "stats", "drain")
+    node.proc.send_signal(signal.SIGHUP)  # the node learns the new token
+    node.wait_for_log("SIGHUP: reloaded")
+    (tmp_path / "balancer.token").write_text(rotated + "\n")
+    balancer.proc.send_signal(signal.SIGHUP)
+    balancer.wait_for_log("a new health token, 1 nodes logging in with it")
+    # Its health connection logs in again at once, with the new token, and the node is up.
+    node.wait_for_log("(fleet token balancer-2)")
+    back_up(balancer, node.port)
+    fleet = token("fleet", "--role", "fleet")
+    with through(balancer, fleet, "after-rotation") as client:
+        assert client.port == node.port
+    balancer.proc.send_signal(signal.SIGHUP)
+    balancer.wait_for_log("balancer.token unchanged")

@@ -164,6 +164,8 @@ def build(config: Config, reactor: Any, options: Optional[Options] = None) -> To
         balancer = balancer_service(config.balancer, factory, certificate, reactor, backlog,
                                     cluster.node if cluster is not None else None)
         balancer.setServiceParent(top)
+        if config.balancer.backends:
+            reloader.register("balancer token file", balancer.reload_token)
     if config.manhole.listen:
         from hypertcp.app.manhole import makeService as manhole_service
         manhole_service(config.manhole, factory, balancer, reactor,

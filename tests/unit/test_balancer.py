@@ -23,7 +23,7 @@ from hypertcp.app.balancer.session import CLOSE_AFTER, BalancerFactory
 from hypertcp.app.config import BalancerConfig
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.frames import Frame, encode
-from tests.inprocess import Link, Server
+from tests.inprocess import Link, Server, captured_log
 
 
 @dataclass(eq=False)
@@ -454,3 +454,29 @@ def test_an_operator_drains_a_node_from_the_balancers_manhole_helpers(tmp_path, 
     ns["undrain_backend"]("10.0.0.2:8080")
     cluster.pump()
     assert cluster.backend("b").available and cluster.nodes["b"].hub.draining is None
+
+
+def test_a_reread_health_token_replaces_a_refused_one_and_an_empty_file_changes_nothing(
+        tmp_path):
+    cluster = Cluster(tmp_path)
+    token_file = tmp_path / "balancer.token"
+    assert cluster.balancer.reload_token() == f"{token_file} unchanged"
+    good = cluster.backend("a").token
+    token_file.write_text("not a token anyone issued\n")
+    cluster.balancer.reload_token()
+    cluster.links["a"].close()
+    with captured_log() as log:
+        cluster.connect("a")
+        cluster.pump()
+    assert "refused the health token" in log and cluster.backend("a").loginFailure is not None
+    token_file.write_text(good + "\n")
+    assert "a new health token, 2 nodes" in cluster.balancer.reload_token()
+    assert cluster.backend("a").loginFailure is None, "tried again, not left out for good"
+    cluster.links["a"].close()
+    cluster.connect("a")
+    cluster.ask_all()
+    assert cluster.backend("a").up
+    token_file.write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        cluster.balancer.reload_token()
+    assert cluster.backend("a").token == good, "the old token stays in force"

@@ -60,12 +60,17 @@ class Balancer(MultiService):
         self._ring = Ring(self.backends)
         self.factory = BalancerFactory(self, node)
 
-    def _listed(self, config: BalancerConfig, reactor: Any) -> None:
-        """The [balancer] backends, each watched through an observer connection."""
-        with open(config.token_file, encoding="utf-8") as f:
+    def _health_token(self) -> str:
+        with open(self.config.token_file, encoding="utf-8") as f:
             token = f.read().strip()
         if not token:
-            raise ValueError(f"{config.token_file} is empty; it should hold a token granted stats and drain")
+            raise ValueError(f"{self.config.token_file} is empty; it should hold a token "
+                             "granted stats and drain")
+        return token
+
+    def _listed(self, config: BalancerConfig, reactor: Any) -> None:
+        """The [balancer] backends, each watched through an observer connection."""
+        token = self._health_token()
         for host, port in config.backends:
             backend = Backend(host, port, token, config.backend_tls, config.health_timeout,
                               config.health_interval, reactor)
@@ -79,6 +84,28 @@ class Balancer(MultiService):
                           maxDelay=config.health_interval).setServiceParent(self)
             self.backends.append(backend)
         TimerService(config.health_interval, self._ask_all).setServiceParent(self)
+
+    def reload_token(self) -> str:
+        """
+        Read C{[balancer] token_file} again (SIGHUP): when the token changed,
+        each health connection logs in anew with it, so a rotated token is
+        proven now -- and one its node refused is tried again.  A file that
+        cannot be read, or is empty, leaves the old token in force.
+        """
+        token = self._health_token()
+        if all(backend.token == token for backend in self.backends):
+            return f"{self.config.token_file} unchanged"
+        for backend in self.backends:
+            backend.token = token
+            backend.loginFailure = None
+            service = backend.service
+            if service is not None and self.running:
+                # Stopping drops the connection; starting again reconnects at once.
+                if service.running:
+                    service.stopService()
+                service.startService()
+        return (f"{self.config.token_file} read: a new health token, "
+                f"{len(self.backends)} nodes logging in with it")
 
     def _connector(self, reactor: Any) -> Connect:
         """
