@@ -39,7 +39,8 @@ SUCCESS, STORED = Status.SUCCESS, Status.STORED
 #: Seconds between the probe's pings.
 PROBE_EVERY = 0.005
 #: The store bounds of a server the bench starts: nothing it sends is over them.
-UNBOUNDED = ("--set", "store.max_queued=1000000000", "--set", "store.max_queued_bytes=1099511627776",
+UNBOUNDED = ("--set", "store.max_queued=1000000000",
+             "--set", "store.max_queued_bytes=1099511627776",
              "--set", "store.max_total_bytes=1099511627776")
 
 
