@@ -11,9 +11,23 @@ docs/protocol.rst describes the protocol; the shared PROTOCOL.md is the
 contract it keeps.
 """
 
-from hypertcp.protocol.bodies import BadBody, Message
-from hypertcp.protocol.commands import Command, Status, describe, status_name
-from hypertcp.protocol.frames import Decoder, Frame, Oversize, encode, response
+from importlib import import_module
+from typing import Any
 
-__all__ = ["BadBody", "Command", "Decoder", "Frame", "Message", "Oversize", "Status",
-           "describe", "encode", "response", "status_name"]
+#: What the package offers, and the module each comes from.  They are
+#: imported when first asked for, so that a process that needs only the
+#: numbers on the wire (the store's writer) does without the JSON backend.
+_FROM = {"BadBody": "bodies", "Message": "bodies",
+         "Command": "commands", "Status": "commands", "describe": "commands",
+         "status_name": "commands",
+         "Decoder": "frames", "Frame": "frames", "Oversize": "frames", "encode": "frames",
+         "response": "frames"}
+
+__all__ = sorted(_FROM)
+
+
+def __getattr__(name: str) -> Any:
+    module = _FROM.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{module}"), name)

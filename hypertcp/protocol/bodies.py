@@ -239,6 +239,18 @@ def delivery_body(sender: str, payload: dict, **extra: Any) -> bytes:
     return _dumps({"from": sender, "payload": payload})
 
 
+def stored_body(sender: str, payload: bytes, queued_at: Optional[int] = None) -> bytes:
+    """
+    A stored message as it is delivered: C{{"from", "payload"}}, the payload
+    already JSON; with C{"queued_at"} (ms) for a receiver at level 2 only --
+    it is an addition to the contract.
+    """
+    head = b'{"from":' + _dumps(sender) + b',"payload":' + payload
+    if queued_at is None:
+        return head + b"}"
+    return head + b',"queued_at":' + str(queued_at).encode() + b"}"
+
+
 def telemetry_body(sender: str, payload: dict) -> bytes:
     """A message to "server" that no command handles, as observers receive it."""
     return _dumps({"from": sender, "to": "server", "payload": payload})

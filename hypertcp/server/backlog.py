@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from hypertcp.protocol.bodies import PROTOCOL_LEVEL
+from hypertcp.protocol.bodies import PROTOCOL_LEVEL, stored_body
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.server.interfaces import IPeer
 from hypertcp.store.records import Stored
@@ -173,7 +173,8 @@ class Backlog:
                 self._held_out.append(message)
                 body = message.frame
             else:
-                body = message.body(self.queued_at)
+                body = stored_body(message.sender, message.payload,
+                                   message.queued_at if self.queued_at else None)
             wait: Deferred = peer.deliver_acked(JSON_MESSAGE, body, self.timeout)
             wait.addCallback(self._answered, message)
 

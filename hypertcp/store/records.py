@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple, Optional
 
-from hypertcp.protocol.jsoncodec import dumps
-
 
 class Stored(NamedTuple):
     """
@@ -20,17 +18,6 @@ class Stored(NamedTuple):
     payload: bytes  # the payload object, JSON-encoded
     queued_at: int
     expires_at: int
-
-    def body(self, queued_at: bool = True) -> bytes:
-        """
-        The JSON_MESSAGE body it is delivered as: C{{"from", "payload",
-        "queued_at"}}, or without C{queued_at} for a receiver that did not
-        ask for additions to the contract.
-        """
-        head = b'{"from":' + dumps(self.sender) + b',"payload":' + self.payload
-        if queued_at:
-            return head + b',"queued_at":' + str(self.queued_at).encode() + b"}"
-        return head + b"}"
 
 
 class Bounds(NamedTuple):
