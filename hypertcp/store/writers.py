@@ -6,7 +6,7 @@ server's.
 Under load the process stores about a third more messages a second: a
 thread's SQLite calls let go of the GIL, but its Python does not, so it and
 the reactor take turns on one core while the other idles (docs/
-performance.rst).  The thread costs no second process (about 15 MB).
+performance.rst).  The thread costs no second process (about 14 MB).
 """
 
 from __future__ import annotations
