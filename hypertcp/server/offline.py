@@ -246,4 +246,5 @@ class Offline:
 
     def stats(self) -> dict:
         """This node's counts, for the stats command."""
-        return {**self.counts, "expired": self.store.expired, "backlogs": len(self.backlogs)}
+        return {**self.counts, "expired": self.store.expired, "backlogs": len(self.backlogs),
+                "writer_restarts": self.store.restarts}

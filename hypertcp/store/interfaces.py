@@ -15,6 +15,8 @@ class IMessageStore(Interface):
     """
 
     expired = Attribute("Messages this store deleted because they expired, since it started.")
+    restarts = Attribute("Times the store's writer was started again after it died (a store "
+                         "with no writer process of its own: always 0).")
 
     def put(device_id: str, sender: str, payload: bytes, queued_at: int,
             expires_at: int) -> object:
@@ -69,6 +71,7 @@ class IBatchWriter(Interface):
     """
 
     expired = Attribute("Messages the writer deleted because they expired, since it started.")
+    restarts = Attribute("Times it was started again after it died.")
     pipelined = Attribute(
         "True if a batch may be handed over before the last one has committed (the writer "
         "then commits whatever waits for it together); False if it takes one at a time.")

@@ -168,6 +168,7 @@ class RedisStore:
         # The sweep lock lapses before the next round, whichever node takes it then.
         self._sweep_lock_ms = max(int(sweep_interval * 900), 100)
         self.expired = 0
+        self.restarts = 0  # Redis is not ours to restart
         self._shas = {script: hashlib.sha1(script.encode()).hexdigest()
                       for script in (_PUT, _REMOVE, _PURGE, _SWEEP)}
 

@@ -148,6 +148,10 @@ class SQLiteStore:
     def expired(self) -> int:
         return self.writer.expired
 
+    @property
+    def restarts(self) -> int:
+        return self.writer.restarts
+
     def fetch(self, device_id: str, after: Optional[int], limit: int) -> Deferred:
         return self._submit(Writer.fetch, device_id, after, limit,
                             int(self.clock.seconds() * 1000))

@@ -54,6 +54,7 @@ class ThreadWriter:
     """
 
     pipelined = False
+    restarts = 0  # it dies with the server
 
     def __init__(self, writer: Writer, clock: Any,
                  run: Optional[Callable[..., Deferred]] = None) -> None:
@@ -108,6 +109,7 @@ class ProcessWriter(ProcessProtocol):
         self.clock = reactor
         self._spawn = spawn or self._spawn_child
         self.expired = 0
+        self.restarts = 0
         self.transport: Any = None
         self._waiting: deque[Deferred] = deque()
         self._buffered = b""
@@ -175,6 +177,7 @@ class ProcessWriter(ProcessProtocol):
         self.log.error("the message store's writer ended ({why}) with {count} batches "
                        "unanswered; starting it again in {pause:g} s", why=why,
                        count=len(waiting), pause=self._pause)
+        self.restarts += 1
         self._restart = self.clock.callLater(self._pause, self.start)
 
     def stop(self) -> Deferred:

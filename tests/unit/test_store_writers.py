@@ -209,6 +209,7 @@ def test_a_writer_that_dies_fails_what_it_held_and_is_started_again():
     assert refused[0].check(WriterLost), "refused while it is down, not queued without bound"
     s.clock.advance(0)
     assert len(s.processes) == 2, "a writer that had run steadily is started again at once"
+    assert s.writer.restarts == 1, "counted, for the stats and /metrics"
     after = fired(s.writer.run([put("lamp", 2)]))
     assert s.batches() == [[put("lamp", 2)]]
     s.answer((True, [Status.STORED], 0))
@@ -226,7 +227,7 @@ def test_a_writer_that_keeps_dying_young_is_started_after_growing_pauses():
             pauses.append(call.getTime() - s.clock.seconds())
             s.clock.advance(pauses[-1])
     assert pauses == [0.5, 1, 2, 4, 8, 16, 30, 30]
-    assert len(s.processes) == 9
+    assert len(s.processes) == 9 and s.writer.restarts == 8
 
 
 def test_what_the_child_writes_to_stderr_is_logged_line_by_line():
@@ -245,6 +246,7 @@ def test_stopping_closes_its_input_and_waits_for_it_to_exit_or_kills_it():
     s.end(ProcessDone(0))
     assert stopped == [None]
     assert s.clock.getDelayedCalls() == [], "not started again, and the kill is called off"
+    assert s.writer.restarts == 0, "a stop is no restart"
 
     s = Spawned()
     s.writer.start()

@@ -124,3 +124,31 @@ def test_metrics_token(tmp_path):
     assert refused.code == 401 and "metrics_token" in refused.json()["error"]
     assert server.request("GET", "/metrics", token="wrong").code == 401
     assert ("hypertcp_devices", ()) in scrape(server, token="s3cret")
+
+
+def test_store_and_forward_counts_are_metrics_when_there_is_a_store(tmp_path):
+    from twisted.internet.defer import maybeDeferred
+
+    from hypertcp.server.offline import Offline
+    from hypertcp.store.records import Bounds
+    from hypertcp.store.sqlite import SQLiteStore
+    from hypertcp.store.sqlitefile import open_writer
+    from hypertcp.store.writers import ThreadWriter
+
+    server = WebServer(tmp_path, rate_limit=0)
+    assert not any(name.startswith("hypertcp_store") for name, _ in scrape(server)), \
+        "no store, no store metrics"
+    store = SQLiteStore(ThreadWriter(open_writer(":memory:"), server.clock, run=maybeDeferred),
+                        Bounds(2, 1 << 20, 1 << 28), server.clock, ":memory:")
+    Offline(server.hub, store, server.clock, default_ttl=60, max_ttl=600)
+    app = server.online("app", "fleet", device_id="app")
+    for n in range(3):  # the third is over the bound of 2
+        app.message("lamp", {"n": n}, qos=1)
+    server.clock.advance(0)
+    got = scrape(server)
+    events = {labels[0][1]: value for (name, labels), value in got.items()
+              if name == "hypertcp_store_messages_total"}
+    assert events == {"stored": 2, "refused": 1, "failed": 0, "delivered": 0, "expired": 0,
+                      "undelivered": 0}
+    assert got[("hypertcp_store_backlogs", ())] == 0
+    assert got[("hypertcp_store_writer_restarts_total", ())] == 0

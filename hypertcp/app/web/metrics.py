@@ -142,6 +142,9 @@ class NodeCollector:
                                   "Messages and broadcasts handed to receiving connections",
                                   value=hub.delivered)
 
+        if hub.offline is not None:
+            yield from _store(hub.offline.stats())
+
         family = CounterMetricFamily("hypertcp_refusals", "Requests answered with an error status",
                                      labels=["status"])
         for name, count in sorted(refusals.items()):
@@ -175,6 +178,27 @@ class NodeCollector:
             family.add_metric([listener.kind, f"{host.host}:{host.port}"],
                               by_port.get(host.port, 0))
         yield family
+
+
+#: What the store counts, as the event label of hypertcp_store_messages_total.
+STORE_EVENTS = ("stored", "refused", "failed", "delivered", "expired", "undelivered")
+
+
+def _store(stats: dict) -> Iterator[Metric]:
+    """Store and forward's counts (L{Offline.stats})."""
+    family = CounterMetricFamily(
+        "hypertcp_store_messages",
+        "qos-1 messages stored, refused over a bound, failed to store, delivered from the "
+        "store, expired; and live deliveries not acknowledged (then stored)",
+        labels=["event"])
+    for event in STORE_EVENTS:
+        family.add_metric([event], stats[event])
+    yield family
+    yield GaugeMetricFamily("hypertcp_store_backlogs",
+                            "Devices being sent their stored messages", value=stats["backlogs"])
+    yield CounterMetricFamily("hypertcp_store_writer_restarts",
+                              "Times the store's writer process was started again after it died",
+                              value=stats["writer_restarts"])
 
 
 def registry(collector: NodeCollector) -> CollectorRegistry:
