@@ -138,3 +138,26 @@ def test_the_javascript_challenge_proof_is_the_servers(start_daemon, browser):
     """, nonce)
     assert got == [{"key": key_id("s3cret-token"), "proof": proof("s3cret-token", nonce, "panel-1")},
                    {"key": key_id("s3cret-token"), "proof": proof("s3cret-token", nonce)}]
+
+
+def test_hypertcp_js_sends_with_qos_and_an_offline_device_gets_it(start_daemon, token, browser):
+    daemon = start_daemon("--web", "tcp:0:interface=127.0.0.1", expect=("tcp", "web"))
+    panel = token("panel-2")
+    browser.get(f"http://127.0.0.1:{daemon.ports['web']}/")
+    answers = browser.execute_async_script("""
+        const [token, done] = [arguments[0], arguments[arguments.length - 1]];
+        import("/hypertcp.js").then(async ({ HyperTCPClient, gatewayUrl }) => {
+            const client = new HyperTCPClient(gatewayUrl(), { token, reconnect: false });
+            await client.connect();
+            const answers = [await client.send("heater", { on: 1 }, { qos: 1, ttl: 600 }),
+                             await client.send("heater", { on: 2 })];
+            client.close();
+            done(answers.map(({ ok, status, name }) => ({ ok, status, name })));
+        }).catch((error) => done(String(error)));
+    """, panel)
+    assert answers == [{"ok": True, "status": 202, "name": "STORED"},
+                       {"ok": False, "status": 7, "name": "DEVICE_NOT_IN_NETWORK"}]
+    with Raw(daemon.port) as heater:
+        assert heater.login_json(token("heater")) == 200
+        got = heater.message()
+        assert (got["from"], got["payload"]) == ("panel-2", {"on": 1})

@@ -81,6 +81,10 @@ def test_browser_and_tcp_device_talk_through_the_daemon(start_daemon, token):
                                 "payload": {"on": True}}))
             assert next_of(ws, "status")["status"] == 200
             assert lamp.message() == {"from": "panel-1", "payload": {"on": True}}
+            # And the other way: the browser stores for a device that is away.
+            ws.send(json.dumps({"action": "send", "id": 3, "targetId": "fan-1", "qos": 1,
+                                "ttl": 600, "payload": {"speed": 2}}))
+            assert next_of(ws, "status")["name"] == "STORED"
 
             # An acknowledged delivery: the device is answered with the browser's ack.
             msg_id = lamp.send_json(Command.JSON_MESSAGE, {"targetId": "panel-1", "ack": True,
@@ -93,6 +97,11 @@ def test_browser_and_tcp_device_talk_through_the_daemon(start_daemon, token):
             ws.close()
     daemon.wait_for_log("logged in over WebSocket as panel-1")
     daemon.wait_for_log("(panel-1) WebSocket disconnected: closed by peer")
+    with Raw(daemon.port) as fan:
+        assert fan.login_json(token("fan-1")) == 200
+        got = fan.message()
+        assert (got["from"], got["payload"], type(got["queued_at"])) == ("panel-1",
+                                                                         {"speed": 2}, int)
 
 
 def test_pages_from_other_sites_are_refused(start_daemon):

@@ -445,3 +445,39 @@ def test_manhole_style_listing_sees_browser_sessions(server):
     assert kinds == ["tcp", "ws"]
     panel = next(s for s in server.factory.sessions if getattr(s, "kind", "") == "ws")
     assert panel.peer.startswith("192.0.2.20:") and panel.token.name == "panel-1"
+
+
+@pytest.fixture
+def stored(tmp_path):
+    """A web server with store and forward (SQLite in memory, batches inline)."""
+    from twisted.internet.defer import maybeDeferred
+
+    from hypertcp.server.offline import Offline
+    from hypertcp.store.records import Bounds
+    from hypertcp.store.sqlite import SQLiteStore
+    from hypertcp.store.sqlitefile import open_writer
+    from hypertcp.store.writers import ThreadWriter
+
+    web = WebServer(tmp_path)
+    store = SQLiteStore(ThreadWriter(open_writer(":memory:"), web.clock, run=maybeDeferred),
+                        Bounds(1000, 1 << 20, 1 << 28), web.clock, ":memory:")
+    Offline(web.hub, store, web.clock, default_ttl=3600, max_ttl=86400)
+    return web
+
+
+def test_a_browser_sending_with_qos_is_stored_for_an_offline_device_as_over_tcp(stored):
+    panel = stored.web_online("panel", "fleet", device_id="panel")
+    sent = panel.send("lamp", {"on": True}, qos=1, ttl=600)
+    stored.clock.advance(0)  # the store's batch commits
+    answer = panel.status(sent)
+    assert (answer["status"], answer["name"]) == (Status.STORED, "STORED")
+    # Without qos, an offline device is still 7; a ttl over the maximum is 11.
+    assert panel.status(panel.send("lamp", {"on": False}))["status"] == \
+        Status.DEVICE_NOT_IN_NETWORK
+    too_long = panel.send("lamp", {"on": False}, qos=1, ttl=10 ** 6)
+    assert panel.status(too_long)["status"] == Status.ILLEGAL_COMMAND_BODY
+    lamp = stored.online("lamp")
+    stored.clock.advance(0)  # its login reads the store
+    [(command, body)] = lamp.delivered()
+    assert (command, body["from"], body["payload"]) == (Command.JSON_MESSAGE, "panel",
+                                                        {"on": True})

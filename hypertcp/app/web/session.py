@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from hypertcp.server.tokens import TokenRecord
 
 # Bound once: the per-message path compares against these (an enum lookup costs ~60 ns).
-RESPONSE, SUCCESS = Command.RESPONSE, Status.SUCCESS
+RESPONSE, SUCCESS, STORED = Command.RESPONSE, Status.SUCCESS, Status.STORED
 _Refusal = rules.Refusal
 _PLAIN_ACK = b'{"action":"ack","ref":'
 _ACK_AT = len(_PLAIN_ACK)
@@ -170,6 +170,10 @@ class WebSession(PacedByPeer, WebSocketServerProtocol):
         The status of an action; one without an id is answered only when
         refused.  A refusal the hub explains (an L{Answer}) says why.
         """
+        if status == STORED:  # a success, counted by the store
+            if msg_id is not None:
+                self.write(text_frame(status_body(msg_id, status)))
+            return
         if status != SUCCESS:
             self.node.count(Status(status).name.lower())
             reason = reason or getattr(status, "why", None)
@@ -489,14 +493,24 @@ class WebSession(PacedByPeer, WebSocketServerProtocol):
         try:
             # The action is the TCP client's envelope, to the same rules
             # (parsed once more: the TCP path keeps its inlined parse).
-            target, payload, ack, _qos, _ttl = parse_send(action[0], text)
+            send = parse_send(action[0], text)
         except BadBody as e:
             self._refuse(msg_id, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
+        target, payload, ack, qos, _ = send
+        hub = self.node.hub
         try:
-            result = self.node.hub.route(self, target, payload, ack)
+            if qos and hub.offline is not None:
+                result = hub.offline.route(self, send, self._stored, msg_id)
+                if result is None:
+                    return  # the store answers once it has committed
+            else:
+                result = hub.route(self, target, payload, ack)
         except JSONEncodeError as e:
             self._refuse(msg_id, Status.ILLEGAL_COMMAND_BODY, f"payload cannot be relayed: {e}")
+            return
+        except BadBody as e:  # a qos envelope this server will not keep (ttl over the maximum)
+            self._refuse(msg_id, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
         except Exception:
             self.logger.failure("{peer} ({device}): routing failed", peer=self.peer,
@@ -510,6 +524,10 @@ class WebSession(PacedByPeer, WebSocketServerProtocol):
             self._answer(msg_id, result)
         else:
             result.addCallback(lambda status: self._answer(msg_id, status))
+
+    def _stored(self, status: int, msg_id: Optional[int]) -> None:
+        # The store's way of answering (status first, as the TCP session takes it).
+        self._answer(msg_id, status)
 
     # -- timers --
 

@@ -95,10 +95,14 @@ export class HyperTCPClient {
   }
 
   /** Send payload (an object) to targetId; resolves with the server's answer {ok, status, name, reason}.
-   *  With {ack: true} the answer waits for the receiver's acknowledgement. */
-  send(targetId, payload, { ack = false } = {}) {
+   *  With {ack: true} the answer waits for the receiver's acknowledgement.  With {qos: 1} a target
+   *  that is offline gets it when it next logs in (answered STORED, 202; ok is true), kept
+   *  {ttl} seconds at most (default: the server's). */
+  send(targetId, payload, { ack = false, qos = 0, ttl } = {}) {
     const action = { action: "send", targetId, payload };
     if (ack) action.ack = true;
+    if (qos) action.qos = qos;
+    if (ttl !== undefined) action.ttl = ttl;
     return this._request(action);
   }
 
