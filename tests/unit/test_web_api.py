@@ -179,3 +179,42 @@ def test_static_files_are_served_with_a_strict_policy(server):
     script = server.request("GET", "/hypertcp.js")
     assert script.headers["content-type"].startswith("text/javascript")
     assert b"export class HyperTCPClient" in script.body
+
+
+def test_send_with_qos_is_stored_for_a_device_that_is_away(tmp_path):
+    from twisted.internet.defer import maybeDeferred
+
+    from hypertcp.server.offline import Offline
+    from hypertcp.store.records import Bounds
+    from hypertcp.store.sqlite import SQLiteStore
+    from hypertcp.store.sqlitefile import open_writer
+    from hypertcp.store.writers import ThreadWriter
+    from tests.webinprocess import parse_response
+
+    server = WebServer(tmp_path)
+    store = SQLiteStore(ThreadWriter(open_writer(":memory:"), server.clock, run=maybeDeferred),
+                        Bounds(1, 1 << 20, 1 << 28), server.clock, ":memory:")
+    Offline(server.hub, store, server.clock, default_ttl=3600, max_ttl=86400)
+    token = server.token("backend", "fleet")
+
+    def send(body: dict):
+        transport = server.channel()
+        data = json.dumps(body).encode()
+        transport.protocol.dataReceived(
+            b"POST /api/send HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer " + token.encode()
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+        server.clock.advance(0)  # the store's batch commits
+        return parse_response(transport.value())
+
+    stored = send({"targetId": "lamp-1", "payload": {"on": True}, "qos": 1, "ttl": 600})
+    assert (stored.code, stored.json()) == (202, {"status": 202, "name": "STORED",
+                                                  "reason": stored.json()["reason"],
+                                                  "from": "api_backend"})
+    full = send({"targetId": "lamp-1", "payload": {"on": False}, "qos": 1})
+    assert (full.code, full.json()["name"]) == (429, "QUOTA_LIMIT"), "over the bound of 1"
+    too_long = send({"targetId": "lamp-1", "payload": {}, "qos": 1, "ttl": 10 ** 6})
+    assert (too_long.code, too_long.json()["name"]) == (400, "ILLEGAL_COMMAND_BODY")
+    lamp = server.online("lamp-1")
+    server.clock.advance(0)  # its login reads the store
+    [(command, body)] = lamp.delivered()
+    assert (body["from"], body["payload"]) == ("api_backend", {"on": True})
