@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from hypertcp.protocol.bodies import delivery_body, event_body, telemetry_body
+from hypertcp.protocol.bodies import Send, delivery_body, event_body, telemetry_body
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.frames import HEADER_SIZE
 from hypertcp.protocol.jsoncodec import dumps as _dumps
@@ -187,6 +187,18 @@ class Hub:
                 observer.deliver(JSON_MESSAGE, body)
 
     # -- routing --
+
+    def route_send(self, sender: IPeer, send: Send, answer: Callable[[int, Any], None],
+                   msg_id: Any) -> Union[int, Deferred, None]:
+        """
+        A client's message (a L{Send}) on its way: through store and forward
+        when it asks for qos and there is a store (None: the store answers
+        C{answer(status, msg_id)} once it has committed), else L{route}.
+        L{BadBody} for a qos envelope the store will not keep.
+        """
+        if send.qos and self.offline is not None:
+            return self.offline.route(sender, send, answer, msg_id)
+        return self.route(sender, send.target, send.payload, send.ack)
 
     def route(self, sender: IPeer, target: str, payload: dict,
               ack: bool = False) -> Union[int, Deferred]:

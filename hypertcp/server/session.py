@@ -385,6 +385,7 @@ class Session(BoundedConnection, FrameReceiver):
         target, payload, ack, qos, _ = send
         hub = self.factory.hub
         try:
+            # Hub.route_send, inline: this runs for every message.
             if qos and hub.offline is not None:
                 result = hub.offline.route(self, send, self._answer, frame.msg_id)
                 if result is None:

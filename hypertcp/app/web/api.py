@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from hypertcp.app.web.figures import devices, stats
 from hypertcp.app.web.site import JSONResource, WebRequest, answer
-from hypertcp.protocol.bodies import PROTOCOL_LEVEL, BadBody, Login, Send, parse_send
+from hypertcp.protocol.bodies import PROTOCOL_LEVEL, BadBody, Login, parse_send
 from hypertcp.protocol.commands import MEANING, Command, Status, status_name
 from hypertcp.protocol.jsoncodec import JSONEncodeError, loads
 from hypertcp.server.auth import LoginRefused
@@ -209,17 +209,17 @@ class SendResource(_Authorized):
         addr = request.getClientAddress()
         sender = ApiSender(record, record.device_id or f"{record.prefix or ''}api_{record.name}",
                            f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', 0)}")
-        hub = api.node.hub
+        answered: Deferred = Deferred()
         try:
-            if send.qos and hub.offline is not None:
-                result = _stored(hub.offline, sender, send)
-            else:
-                result = hub.route(sender, send.target, send.payload, send.ack)
+            result = api.node.hub.route_send(sender, send,
+                                             lambda status, _: answered.callback(status), None)
         except JSONEncodeError as e:
             return api.refuse(request, Status.ILLEGAL_COMMAND_BODY,
                               f"payload cannot be relayed: {e}")
         except BadBody as e:  # a qos envelope this server will not keep (ttl over the maximum)
             return api.refuse(request, Status.ILLEGAL_COMMAND_BODY, str(e))
+        if result is None:
+            result = answered  # the store answers once it has committed
         if isinstance(result, int):
             return self._done(request, sender, send.target, result)
         gone: list[bool] = []
@@ -242,13 +242,6 @@ class SendResource(_Authorized):
         if sender.replies:
             extra["replies"] = [loads(body) for body in sender.replies]
         return status_answer(request, status, **extra)
-
-
-def _stored(offline: Any, sender: ApiSender, send: Send) -> Union[int, Deferred]:
-    """A qos-1 send through store and forward: its status, or a Deferred of it."""
-    answered: Deferred = Deferred()
-    result = offline.route(sender, send, lambda status, _: answered.callback(status), 0)
-    return answered if result is None else result
 
 
 class DevicesResource(_Authorized):

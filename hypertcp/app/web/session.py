@@ -497,15 +497,10 @@ class WebSession(PacedByPeer, WebSocketServerProtocol):
         except BadBody as e:
             self._refuse(msg_id, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
-        target, payload, ack, qos, _ = send
-        hub = self.node.hub
         try:
-            if qos and hub.offline is not None:
-                result = hub.offline.route(self, send, self._stored, msg_id)
-                if result is None:
-                    return  # the store answers once it has committed
-            else:
-                result = hub.route(self, target, payload, ack)
+            result = self.node.hub.route_send(self, send, self._stored, msg_id)
+            if result is None:
+                return  # the store answers once it has committed
         except JSONEncodeError as e:
             self._refuse(msg_id, Status.ILLEGAL_COMMAND_BODY, f"payload cannot be relayed: {e}")
             return
