@@ -1,9 +1,10 @@
 """
 The asyncio client's whole API over real sockets against the real daemon:
-connect and log in (plain and TLS), send with and without ack, broadcast,
-send_to_server with its reply, ping, receive, messages and async iteration,
-reasons and raise_on_error, a refused login, the heartbeat past the idle
-timeout, following a REDIRECT, reconnecting after a restart, and close.
+connect and log in (plain and TLS), send with and without ack and with qos
+to a device that is away, broadcast, send_to_server with its reply, ping,
+receive, messages and async iteration, reasons and raise_on_error, a
+refused login, the heartbeat past the idle timeout, following a REDIRECT,
+reconnecting after a restart, and close.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def test_the_whole_api(start_daemon, token, certs: Path):
             # An acknowledged send: lamp's reader acknowledges on receipt.
             assert await web.send("lamp", {"switch": "off"}, ack=True) == Status.SUCCESS
             assert (await lamp.receive(timeout=5)).payload == {"switch": "off"}
+
+            # qos 1 to a device that is away: stored, and it gets it when it logs in.
+            assert await web.send("fan", {"speed": 1}, qos=1, ttl=600) == Status.STORED
+            async with AsyncClient(port=daemon.port, token=fleet, device_id="fan") as fan:
+                stored = await fan.receive(timeout=5)
+                assert (stored.sender, stored.payload) == ("web-1", {"speed": 1})
 
             assert await lamp.broadcast({"notice": "hello"}) == Status.SUCCESS
             assert (await web.receive(timeout=5)).payload == {"notice": "hello"}

@@ -162,12 +162,19 @@ class AsyncClient(ClientSettings):
     # -- requests --
 
     async def send(self, target: str, payload: dict, ack: bool = False,
-                   timeout: Optional[float] = None) -> Union[Status, int]:
-        """Send C{payload} to the device C{target} and return the server's status."""
+                   timeout: Optional[float] = None, *, qos: int = 0,
+                   ttl: Optional[float] = None) -> Union[Status, int]:
+        """
+        Send C{payload} to the device C{target} and return the server's status.
+        With C{ack}, the server answers only once the target has acknowledged
+        the message (or with TIMEOUT when it does not).  With C{qos=1}, a
+        target that is offline gets the message when it next logs in: the
+        answer is then STORED; C{ttl} is how many seconds it may wait.
+        """
         if ack and timeout is None:
             timeout = self.timeout + ACK_GRACE
-        return await self._request(lambda conn: conn.send(target, payload, ack), timeout,
-                                   f"send to {target}")
+        return await self._request(lambda conn: conn.send(target, payload, ack, qos, ttl),
+                                   timeout, f"send to {target}")
 
     async def broadcast(self, payload: dict, timeout: Optional[float] = None
                         ) -> Union[Status, int]:
