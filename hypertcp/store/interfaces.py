@@ -81,10 +81,9 @@ class IBatchWriter(Interface):
 
     def run(operations: list) -> object:
         """
-        A Deferred of the results of C{operations} -- each C{(f, args, ...)},
-        run as C{f(writer, *args)}; what follows C{args} is the caller's --
-        once they have committed, in one transaction with nothing else of
-        the caller's in between.
+        A Deferred of the results of C{operations} -- each C{(f, args)}, run
+        as C{f(writer, *args)} -- once they have committed, in one
+        transaction with nothing else of the caller's in between.
         """
 
     def stop() -> object:

@@ -57,9 +57,11 @@ class SQLiteStore:
         self.clock = clock
         #: Batches committed, and the operations in them: how well group commit groups.
         self.batches = self.operations = 0
-        # (operation, args, then, then_args): C{then} is a Deferred, or a
-        # callable answered as C{then(result, *then_args)} (L{put_then}).
-        self._pending: list[tuple[Callable, tuple, Any, tuple]] = []
+        #: What the next batch asks of the writer: C{(operation, args)} each...
+        self._pending: list[tuple[Callable, tuple]] = []
+        # ...and who is answered, beside it: C{(then, then_args)}, C{then} a
+        # Deferred or a callable answered as C{then(result, *then_args)} (L{put_then}).
+        self._answers: list[tuple[Any, tuple]] = []
         self._running = 0  # batches handed to the writer, not yet answered
         self._call: Any = None
         self._closed: Optional[Deferred] = None
@@ -74,7 +76,8 @@ class SQLiteStore:
         if self._closed is not None:
             return fail(RuntimeError("the message store is closed"))
         d: Deferred = Deferred()
-        self._pending.append((operation, args, d, ()))
+        self._pending.append((operation, args))
+        self._answers.append((d, ()))
         if self._call is None and (self._pipelined or not self._running):
             self._call = self.clock.callLater(0, self._flush)
         return d
@@ -84,10 +87,11 @@ class SQLiteStore:
         if not self._pending or (self._running and not self._pipelined):
             return
         batch, self._pending = self._pending, []
+        answers, self._answers = self._answers, []
         self._running += 1
-        self.writer.run(batch).addBoth(self._committed, batch)
+        self.writer.run(batch).addBoth(self._committed, answers)
 
-    def _committed(self, results: Any, batch: list[tuple[Callable, tuple, Any, tuple]]) -> None:
+    def _committed(self, results: Any, answers: list[tuple[Any, tuple]]) -> None:
         # Still running while the callers' callbacks run: what they submit
         # waits for the next turn's batch.
         failed = isinstance(results, Failure)
@@ -97,13 +101,13 @@ class SQLiteStore:
                 # A full disk fails every batch: one line per interval, not a flood.
                 self._failure_logged = now
                 self.log.failure("message store {path}: a batch of {count} failed", results,
-                                 path=self.path, count=len(batch))
-            results = [results] * len(batch)
+                                 path=self.path, count=len(answers))
+            results = [results] * len(answers)
         else:
             self.batches += 1
-            self.operations += len(batch)
+            self.operations += len(answers)
         with nullcontext() if self.writes is None else self.writes.holding():
-            for (_, _, then, extra), result in zip(batch, results):
+            for (then, extra), result in zip(answers, results):
                 if type(then) is Deferred:
                     if failed:
                         then.errback(result)
@@ -140,7 +144,8 @@ class SQLiteStore:
             then(Failure(RuntimeError("the message store is closed")), *args)
             return
         self._pending.append((Writer.put, (device_id, sender, payload, queued_at, expires_at,
-                                           self.bounds, queued_at), then, args))
+                                           self.bounds, queued_at)))
+        self._answers.append((then, args))
         if self._call is None and (self._pipelined or not self._running):
             self._call = self.clock.callLater(0, self._flush)
 

@@ -201,9 +201,9 @@ class Writer:
 
     def batch(self, operations: list[tuple]) -> list[Any]:
         """
-        Run C{operations} (each C{(f, args, ...)}, run as C{f(writer,
-        *args)}; what follows is the caller's) in one transaction; their results, once
-        it has committed.  Consecutive puts go in as one statement.
+        Run C{operations} (each C{(f, args)}, run as C{f(writer, *args)}) in
+        one transaction; their results, once it has committed.  Consecutive
+        puts go in as one statement.
         """
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")

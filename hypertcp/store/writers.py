@@ -138,7 +138,7 @@ class ProcessWriter(ProcessProtocol):
         if self.transport is None or self._stopped is not None:
             return fail(WriterLost("the message store's writer is not running "
                                    "(it is being restarted)"))
-        self.transport.write(frame([op[:2] for op in operations]))
+        self.transport.write(frame(operations))
         d: Deferred = Deferred()
         self._waiting.append(d)
         return d

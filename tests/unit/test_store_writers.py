@@ -178,9 +178,8 @@ def fired(d: Any) -> list:
 def test_batches_go_to_the_child_as_they_come_and_are_answered_in_order_however_split():
     s = Spawned()
     s.writer.start()
-    first = fired(s.writer.run([put("lamp", 0) + ("the caller's", "extras")]))
+    first = fired(s.writer.run([put("lamp", 0)]))
     second = fired(s.writer.run([put("lamp", 1), put("fan", 2)]))
-    # Only the operation and its arguments cross: the caller's part stays here.
     assert s.batches() == [[put("lamp", 0)], [put("lamp", 1), put("fan", 2)]]
     assert s.writer.pipelined, "the second went before the first was answered"
     s.answer((True, [Status.STORED], 0), (True, [Status.STORED, Status.STORED], 3), chunk=5)
