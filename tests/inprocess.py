@@ -269,6 +269,21 @@ class Server:
         """A client protocol (the Twisted client, say) connected to a new session."""
         return Link(self.connect(host), client)
 
+    def with_store(self, max_queued: int = 1000, default_ttl: float = 3600,
+                   max_ttl: float = 86400) -> Any:
+        """Store and forward on this server: SQLite in memory, its batches run inline."""
+        from twisted.internet.defer import maybeDeferred
+
+        from hypertcp.server.offline import Offline
+        from hypertcp.store.records import Bounds
+        from hypertcp.store.sqlite import SQLiteStore
+        from hypertcp.store.sqlitefile import open_writer
+        from hypertcp.store.writers import ThreadWriter
+
+        writer = ThreadWriter(open_writer(":memory:"), self.clock, run=maybeDeferred)
+        store = SQLiteStore(writer, Bounds(max_queued, 1 << 20, 1 << 28), self.clock, ":memory:")
+        return Offline(self.hub, store, self.clock, default_ttl, max_ttl)
+
     def online(self, name: str, role: str = "device", device_id: Optional[str] = None,
                **token: Any) -> Peer:
         """A connection logged in with a new token called C{name}."""

@@ -182,19 +182,10 @@ def test_static_files_are_served_with_a_strict_policy(server):
 
 
 def test_send_with_qos_is_stored_for_a_device_that_is_away(tmp_path):
-    from twisted.internet.defer import maybeDeferred
-
-    from hypertcp.server.offline import Offline
-    from hypertcp.store.records import Bounds
-    from hypertcp.store.sqlite import SQLiteStore
-    from hypertcp.store.sqlitefile import open_writer
-    from hypertcp.store.writers import ThreadWriter
     from tests.webinprocess import parse_response
 
     server = WebServer(tmp_path)
-    store = SQLiteStore(ThreadWriter(open_writer(":memory:"), server.clock, run=maybeDeferred),
-                        Bounds(1, 1 << 20, 1 << 28), server.clock, ":memory:")
-    Offline(server.hub, store, server.clock, default_ttl=3600, max_ttl=86400)
+    server.with_store(max_queued=1)
     token = server.token("backend", "fleet")
 
     def send(body: dict):

@@ -449,19 +449,9 @@ def test_manhole_style_listing_sees_browser_sessions(server):
 
 @pytest.fixture
 def stored(tmp_path):
-    """A web server with store and forward (SQLite in memory, batches inline)."""
-    from twisted.internet.defer import maybeDeferred
-
-    from hypertcp.server.offline import Offline
-    from hypertcp.store.records import Bounds
-    from hypertcp.store.sqlite import SQLiteStore
-    from hypertcp.store.sqlitefile import open_writer
-    from hypertcp.store.writers import ThreadWriter
-
+    """A web server with store and forward."""
     web = WebServer(tmp_path)
-    store = SQLiteStore(ThreadWriter(open_writer(":memory:"), web.clock, run=maybeDeferred),
-                        Bounds(1000, 1 << 20, 1 << 28), web.clock, ":memory:")
-    Offline(web.hub, store, web.clock, default_ttl=3600, max_ttl=86400)
+    web.with_store()
     return web
 
 

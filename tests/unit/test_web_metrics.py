@@ -127,20 +127,10 @@ def test_metrics_token(tmp_path):
 
 
 def test_store_and_forward_counts_are_metrics_when_there_is_a_store(tmp_path):
-    from twisted.internet.defer import maybeDeferred
-
-    from hypertcp.server.offline import Offline
-    from hypertcp.store.records import Bounds
-    from hypertcp.store.sqlite import SQLiteStore
-    from hypertcp.store.sqlitefile import open_writer
-    from hypertcp.store.writers import ThreadWriter
-
     server = WebServer(tmp_path, rate_limit=0)
     assert not any(name.startswith("hypertcp_store") for name, _ in scrape(server)), \
         "no store, no store metrics"
-    store = SQLiteStore(ThreadWriter(open_writer(":memory:"), server.clock, run=maybeDeferred),
-                        Bounds(2, 1 << 20, 1 << 28), server.clock, ":memory:")
-    Offline(server.hub, store, server.clock, default_ttl=60, max_ttl=600)
+    server.with_store(max_queued=2)
     app = server.online("app", "fleet", device_id="app")
     for n in range(3):  # the third is over the bound of 2
         app.message("lamp", {"n": n}, qos=1)
