@@ -57,16 +57,19 @@ def embedded(config: StoreConfig, factory: HyperTCPFactory, reactor: Any) -> Sto
     from hypertcp.store.sqlitefile import StoreFileError, connect, open_writer
     from hypertcp.store.writers import ProcessWriter, ThreadWriter
 
+    probe = None
     try:
         if config.writer == "thread":
             writer: Any = ThreadWriter(open_writer(config.path, config.synchronous), reactor)
         else:
-            # Made or migrated here, so that a file that cannot be used stops the start.
-            connect(config.path, config.synchronous).close()
+            # Made or migrated here, so that a file that cannot be used stops
+            # the start; kept open to tell whether the writer is needed yet.
+            probe = connect(config.path, config.synchronous)
             writer = ProcessWriter(config.path, config.synchronous, reactor)
     except StoreFileError as e:
         raise ConfigError(f"[store] path: {e}") from None
-    store = SQLiteStore(writer, _bounds(config), reactor, config.path, writes=factory.batch)
+    store = SQLiteStore(writer, _bounds(config), reactor, config.path, writes=factory.batch,
+                        probe=probe)
     return StoreService(_offline(config, factory, store, reactor), config.sweep_interval, reactor,
                         f"{config.path} (SQLite, synchronous={config.synchronous}, "
                         f"written by a {config.writer})")

@@ -22,33 +22,46 @@ layout and its writer are L{hypertcp.store.sqlitefile}'s.
 
 from __future__ import annotations
 
+import sqlite3
 from contextlib import nullcontext
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hypertcp.store.interfaces import IBatchWriter, IMessageStore
 from hypertcp.store.records import Bounds
-from hypertcp.store.sqlitefile import SWEEP_CHUNK, Writer
+from hypertcp.store.sqlitefile import SWEEP_CHUNK, Writer, has_messages
 
 #: Seconds between log lines about failing batches.
 FAILURE_LOG_INTERVAL = 10.0
+#: What each operation but a put answers when the file holds no message.
+EMPTY = {Writer.fetch: list, Writer.messages: list, Writer.queues: list, Writer.purge: int,
+         Writer.sweep: int, Writer.remove: bool}
 
 @implementer(IMessageStore)
 class SQLiteStore:
     """
     The embedded store: batches of what the reactor asks, handed to the
     file's writer.  C{path} names the file in what is logged.
+
+    Given C{probe}, a connection to the file, the writer is started only
+    when it is first needed: until then, what is asked of a file that holds
+    no message (a device's backlog at each login, the sweep) is answered
+    here after one read, so a server whose clients never ask for qos runs no
+    writer at all.  The first put, or a file found to hold messages (another
+    server's, sharing it), starts the writer, and the probe is closed.
     """
 
     log = Logger()
 
     def __init__(self, writer: IBatchWriter, bounds: Bounds, clock: Any, path: str,
-                 writes: Any = None) -> None:
+                 writes: Any = None, probe: Optional[sqlite3.Connection] = None) -> None:
         self.writer = writer
+        self._probe = probe
+        self._writing = False  # the writer has been started
         self._pipelined = writer.pipelined
         self.path = path
         #: The server's write batch (begin/end): a commit's answers go out one write per peer.
@@ -68,6 +81,14 @@ class SQLiteStore:
         self._failure_logged = float("-inf")
 
     def start(self) -> None:
+        if self._probe is None:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        self._writing = True
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         self.writer.start()
 
     # -- batching --
@@ -75,6 +96,10 @@ class SQLiteStore:
     def _submit(self, operation: Callable, *args: Any) -> Deferred:
         if self._closed is not None:
             return fail(RuntimeError("the message store is closed"))
+        if self._probe is not None and operation is not Writer.put:
+            if not has_messages(self._probe):
+                return succeed(EMPTY[operation]())
+            self._start_writer()
         d: Deferred = Deferred()
         self._pending.append((operation, args))
         self._answers.append((d, ()))
@@ -86,6 +111,8 @@ class SQLiteStore:
         self._call = None
         if not self._pending or (self._running and not self._pipelined):
             return
+        if not self._writing:
+            self._start_writer()
         batch, self._pending = self._pending, []
         answers, self._answers = self._answers, []
         self._running += 1
@@ -200,4 +227,7 @@ class SQLiteStore:
         return self._closed
 
     def _shut(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         self.writer.stop().addBoth(lambda _: self._closed.callback(None))

@@ -142,6 +142,11 @@ def messages(conn: sqlite3.Connection, device: str, limit: int) -> list[Stored]:
     return [Stored(*row) for row in rows]
 
 
+def has_messages(conn: sqlite3.Connection) -> bool:
+    """Whether the file holds any message (expired or not): one read of one page."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM messages)").fetchone()[0] == 1
+
+
 def purge(conn: sqlite3.Connection, device: str) -> int:
     return conn.execute("DELETE FROM messages WHERE device = ?", (device,)).rowcount
 

@@ -273,3 +273,42 @@ def test_the_store_hands_a_pipelined_writer_each_turns_batch_without_waiting():
     assert s.process.stdin_closed and closed == []
     s.end(ProcessDone(0))
     assert closed == [None]
+
+
+def test_with_a_probe_the_writer_starts_only_when_the_store_is_first_needed(tmp_path):
+    from hypertcp.store.sqlitefile import connect
+
+    path = str(tmp_path / "m.db")
+    s = Spawned()
+    store = SQLiteStore(s.writer, BOUNDS, s.clock, path, probe=connect(path))
+    store.start()
+    # An empty file: a login's backlog, the sweep, the operators' reads are answered here.
+    assert fired(store.fetch("lamp", None, 8)) == [[]]
+    assert fired(store.sweep(0)) == [0]
+    assert fired(store.queues()) == [[]] and fired(store.purge("lamp")) == [0]
+    s.clock.advance(0)
+    assert s.processes == [], "nothing stored, no writer"
+    # The first put starts it.
+    answered: list = []
+    store.put_then("lamp", "app", b"{}", 0, 10_000, lambda *got: answered.append(got), 7)
+    s.clock.advance(0)
+    assert len(s.processes) == 1 and len(s.batches()) == 1
+    s.answer((True, [Status.STORED], 0))
+    assert answered == [(Status.STORED, 7)]
+
+
+def test_a_file_that_holds_messages_starts_the_writer_at_the_first_read(tmp_path):
+    from hypertcp.store.sqlitefile import connect
+
+    path = str(tmp_path / "m.db")
+    # Another server's writer, sharing the file, stored one.
+    assert open_writer(path).batch([put("lamp", 0)]) == [Status.STORED]
+    s = Spawned()
+    store = SQLiteStore(s.writer, BOUNDS, s.clock, path, probe=connect(path))
+    store.start()
+    assert s.processes == []
+    fetched = fired(store.fetch("lamp", None, 8))
+    s.clock.advance(0)
+    assert len(s.processes) == 1, "the file holds messages: the writer is asked"
+    assert [op[0] for op in s.batches()[0]] == [Writer.fetch]
+    assert fetched == []  # answered by the writer, once it answers
