@@ -140,7 +140,9 @@ def test_pairs_over_tls_beside_mosquitto():
 def test_pairs_through_two_cluster_nodes_same_node_and_cross_node():
     # Issue 11's cluster figure, scaled down: a Redis and two nodes per run,
     # each pair on one node, then split across the two; nothing lost either way.
-    report = run("--nodes", "2", "--pairs", "2", "--rate", "400", "--duration", "0.5",
+    # The rate is what makes the nodes' CPU several of /proc's 10 ms ticks in
+    # half a second (at 400/s it could read 0).
+    report = run("--nodes", "2", "--pairs", "2", "--rate", "2000", "--duration", "0.5",
                  "--warmup", "0.2", "--quiet", "--json")
     assert report["scenario"]["nodes"] == 2
     assert set(report["runs"]) == {"same_node", "cross_node"}
