@@ -41,6 +41,7 @@ FAILURE_LOG_INTERVAL = 10.0
 EMPTY = {Writer.fetch: list, Writer.messages: list, Writer.queues: list, Writer.purge: int,
          Writer.sweep: int, Writer.remove: bool}
 
+
 @implementer(IMessageStore)
 class SQLiteStore:
     """
@@ -60,8 +61,8 @@ class SQLiteStore:
     def __init__(self, writer: IBatchWriter, bounds: Bounds, clock: Any, path: str,
                  writes: Any = None, probe: Optional[sqlite3.Connection] = None) -> None:
         self.writer = writer
+        #: Until the writer is started (when it was given): the file, to look into.
         self._probe = probe
-        self._writing = False  # the writer has been started
         self._pipelined = writer.pipelined
         self.path = path
         #: The server's write batch (begin/end): a commit's answers go out one write per peer.
@@ -81,14 +82,13 @@ class SQLiteStore:
         self._failure_logged = float("-inf")
 
     def start(self) -> None:
-        if self._probe is None:
-            self._start_writer()
+        if self._probe is None:  # else the writer starts when first needed
+            self.writer.start()
 
     def _start_writer(self) -> None:
-        self._writing = True
-        if self._probe is not None:
-            self._probe.close()
-            self._probe = None
+        """The writer is needed now: let go of the probe and start it."""
+        self._probe.close()
+        self._probe = None
         self.writer.start()
 
     # -- batching --
@@ -111,7 +111,7 @@ class SQLiteStore:
         self._call = None
         if not self._pending or (self._running and not self._pipelined):
             return
-        if not self._writing:
+        if self._probe is not None:
             self._start_writer()
         batch, self._pending = self._pending, []
         answers, self._answers = self._answers, []

@@ -147,11 +147,12 @@ class WebSession(PacedByPeer, WebSocketServerProtocol):
         if self.dropped or self.state != OPEN:
             return
         node = self.node
-        cap = self.limits.max_outbound_buffer
-        if self._paused and self.queued_past(len(data), cap):
-            node.count("slow_receiver")
-            self.abort(f"slow receiver: outbound buffer over {cap} bytes")
-            return
+        if self._paused:
+            cap = self.limits.max_outbound_buffer
+            if self.queued_past(len(data), cap):
+                node.count("slow_receiver")
+                self.abort(f"slow receiver: outbound buffer over {cap} bytes")
+                return
         batch = node.batch
         if batch.active:
             batch.hold(self, data)
@@ -498,7 +499,7 @@ class WebSession(PacedByPeer, WebSocketServerProtocol):
             self._refuse(msg_id, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
         try:
-            result = self.node.hub.route_send(self, send, self._stored, msg_id)
+            result = self.node.hub.route_send(self, send, self._answered, msg_id)
             if result is None:
                 return  # the store answers once it has committed
         except JSONEncodeError as e:
@@ -518,10 +519,10 @@ class WebSession(PacedByPeer, WebSocketServerProtocol):
         elif isinstance(result, int):
             self._answer(msg_id, result)
         else:
-            result.addCallback(lambda status: self._answer(msg_id, status))
+            result.addCallback(self._answered, msg_id)
 
-    def _stored(self, status: int, msg_id: Optional[int]) -> None:
-        # The store's way of answering (status first, as the TCP session takes it).
+    def _answered(self, status: int, msg_id: Optional[int]) -> None:
+        # A status that came later (the store's, an acknowledgement): status first.
         self._answer(msg_id, status)
 
     # -- timers --
