@@ -100,6 +100,19 @@ def test_many_pairs_at_a_fixed_rate_beside_mosquitto():
 
 
 @pytest.mark.integration
+def test_refusals_are_counted_though_answers_are_read_in_sweeps():
+    # Senders' answers are not polled for, only read now and then: every one
+    # must still be read and counted by the end of the run.
+    report = run("--pairs", "2", "--rate", "300", "--duration", "1", "--warmup", "0.2",
+                 "--quiet", "--json", "--server-arg=--rate-limit=20")
+    ours = report["runs"]["hypertcp"]
+    assert ours["closed"] == 0
+    assert ours["refused"] > ours["sent"] // 2  # 20/s of 150/s per sender pass
+    assert ours["refused"] + ours["delivered"] == ours["sent"]
+    assert ours["lost"] == ours["refused"]
+
+
+@pytest.mark.integration
 def test_request_response_beside_mosquitto():
     # One message in flight per sender: the next goes when the last arrived.
     report = run(*SHORT, "--window", "1", "--peer", "mosquitto")

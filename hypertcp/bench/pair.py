@@ -13,7 +13,7 @@ class Pair:
     """
 
     __slots__ = ("index", "sender", "receiver", "template", "sent", "expected", "unique",
-                 "dups", "bad", "refused")
+                 "dups", "bad", "refused", "read_at")
 
     def __init__(self, index: int, template: bytes) -> None:
         self.index = index
@@ -22,3 +22,4 @@ class Pair:
         self.receiver: Any = None
         self.sent = self.expected = self.unique = 0
         self.dups = self.bad = self.refused = 0
+        self.read_at = 0  # messages sent when the sender's answers were last read
