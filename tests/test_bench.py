@@ -237,6 +237,43 @@ def test_message_layout():
     assert mqtt._varint(16384) == b"\x80\x80\x01"
 
 
+def test_mqtt_qos1_packets():
+    proto = mqtt.MQTT(qos=1)
+    hello = proto.hello("bench-r-0", True)
+    assert hello.endswith(b"bench/bench-r-0\x01")  # SUBSCRIBE asks for QoS 1
+    assert proto.welcome(True).endswith(b"\x90\x03\x00\x01\x01")  # and is granted it
+    template = proto.template("bench-s-0", "bench-r-0", payload_template(64))
+    data = proto.batch(template, 65534, 2, 1000, 7)
+    pair = Pair(0, template)
+    out: list = []
+    # Our own publishes, read back as a receiver would: QoS 1, identifiers
+    # 65535 then 1 (never 0), and each acknowledged with its identifier.
+    assert proto.receive(pair, data, 2000, None, out, ack=False) == len(data)
+    assert data[0] == 0x32 and out == [b"\x40\x02\xff\xff", b"\x40\x02\x00\x01"]
+    assert pair.unique == 2 and pair.expected == 65536 and pair.bad == 0
+    # QoS 0 publishes are counted, never acknowledged.
+    plain = mqtt.MQTT()
+    out.clear()
+    zero = plain.batch(plain.template("s", "bench-r-0", payload_template(64)), 0, 1, 0, 0)
+    assert zero[0] == 0x30 and plain.receive(Pair(1, b""), zero, 0, None, out, True) == len(zero)
+    assert out == []
+    # A sender's stream: two PUBACKs and a PINGRESP, then half a PUBACK.
+    answers = b"\x40\x02\x00\x01" + b"\xd0\x00" + b"\x40\x02\x00\x02" + b"\x40\x02"
+    assert proto.answers(None, answers, out) == (10, 3)
+
+
+@pytest.mark.integration
+def test_request_response_beside_mosquitto_at_qos1():
+    # Mosquitto at QoS 1 answers every publish and awaits a PUBACK for every
+    # delivery, HyperTCP's shape.  It is started with the window (here 1) as
+    # its limit of unacknowledged deliveries, so without the receivers'
+    # PUBACKs the second message would never arrive.
+    report = run(*SHORT, "--window", "1", "--peer", "mosquitto", "--mqtt-qos", "1")
+    assert report["scenario"]["mqtt_qos"] == 1
+    for figures in report["runs"].values():
+        assert_delivered_all(figures)
+
+
 def test_frames_are_the_protocols():
     # The bench's precomputed templates must make exactly what the protocol
     # package makes, or the figures would measure some other protocol.

@@ -72,7 +72,8 @@ def _bench(args: argparse.Namespace) -> None:
             for peer in args.peer:
                 if peer == "mosquitto":
                     found.append(lambda: start_mosquitto(
-                        int(args.heartbeat * 2) if kind == "idle" else 0, certs))
+                        int(args.heartbeat * 2) if kind == "idle" else 0, certs,
+                        args.mqtt_qos, 0 if args.rate else args.window))
                 else:
                     found.append(sink)
             return found
@@ -127,7 +128,8 @@ def add_parser(subparsers: Any) -> None:
         description="Push messages through a HyperTCP server over N sender->receiver pairs "
                     "and report delivered msgs/s, latency, loss and the server's CPU and "
                     "memory. Starts its own server (twistd -n hypertcp) unless --port is "
-                    "given. --peer mosquitto runs the same load over MQTT 3.1.1 QoS 0 "
+                    "given. --peer mosquitto runs the same load over MQTT 3.1.1 (QoS 0, or "
+                    "--mqtt-qos 1) "
                     "through Debian's mosquitto and prints ratios to it; --peer sink runs "
                     "it with no broker, the load generator's own ceiling. --idle N and "
                     "--storm N are the other runs: an idle fleet, and N devices logging in "
@@ -192,6 +194,11 @@ def add_parser(subparsers: Any) -> None:
     where.add_argument("--peer", action="append", choices=("mosquitto", "sink"), default=[],
                        help="also run the load through mosquitto, or with no broker at all "
                             "(repeatable)")
+    where.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=0,
+                       help="the QoS of Mosquitto's pairs: 0, or 1, where each publish is "
+                            "answered and each delivery acknowledged (PUBACK), as HyperTCP "
+                            "answers each message and its receivers acknowledge each "
+                            "delivery (default: %(default)s)")
     where.add_argument("--host", default="127.0.0.1",
                        help="a running server's host, with --port (default: %(default)s)")
     where.add_argument("--port", type=int, help="bench a running server instead of starting one")

@@ -212,10 +212,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_mosquitto(keepalive: int = 0, certs: Optional[Certificates] = None) -> Optional[Broker]:
+def start_mosquitto(keepalive: int = 0, certs: Optional[Certificates] = None,
+                    qos: int = 0, window: int = 0) -> Optional[Broker]:
     """
     Debian's mosquitto on a loopback port, or None when it is not installed;
     with C{certs}, its listener is TLS with the same certificate as ours.
+    Its pairs publish and subscribe at C{qos}; at QoS 1 it sends a client
+    at most C{window} unacknowledged messages (0: no limit).
     """
     binary = MOSQUITTO if os.path.exists(MOSQUITTO) else shutil.which("mosquitto")
     if binary is None:
@@ -227,6 +230,10 @@ def start_mosquitto(keepalive: int = 0, certs: Optional[Certificates] = None) ->
     # no persistence (HyperTCP stores nothing either), and quiet logs.
     text = (f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             "log_dest stdout\nlog_type error\nlog_type warning\n")
+    if qos:
+        # Not Debian's default of 20 in flight: the bench's window is the
+        # limit, as for HyperTCP, which has no cap of its own.
+        text += f"max_inflight_messages {window}\n"
     if certs is not None:
         # Run as root, mosquitto loads its key after switching to its own
         # user, who cannot read our private temporary directory; "user root"
@@ -235,7 +242,7 @@ def start_mosquitto(keepalive: int = 0, certs: Optional[Certificates] = None) ->
     conf.write_text(text)
     proc = subprocess.Popen([binary, "-c", str(conf)], cwd=workdir.name, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    broker = Broker("Mosquitto", MQTT(keepalive), ("127.0.0.1", port), proc.pid, proc, workdir,
+    broker = Broker("Mosquitto", MQTT(keepalive, qos), ("127.0.0.1", port), proc.pid, proc, workdir,
                     client_context(certs.ca) if certs else None)
     broker.start_reading()
     deadline = time.monotonic() + 10

@@ -189,6 +189,9 @@ def show(args: argparse.Namespace, runs: dict[str, dict], brokers: dict[str, str
         title = (f"{args.pairs:,} pairs over {over}, {args.payload}-byte payload, {rate}, "
                  f"receivers {'ack' if args.ack else 'do not ack'}, {args.duration:g} s "
                  f"after {args.warmup:g} s warm-up, {args.procs} load process(es)")
+        if "mosquitto" in args.peer:
+            scenario["mqtt_qos"] = args.mqtt_qos
+            title += f"; Mosquitto at QoS {args.mqtt_qos}"
         if getattr(args, "nodes", None):
             scenario["nodes"] = args.nodes
             title += (f"; through {args.nodes} cluster nodes on one Redis, each pair on one "
