@@ -128,12 +128,11 @@ def add_parser(subparsers: Any) -> None:
         description="Push messages through a HyperTCP server over N sender->receiver pairs "
                     "and report delivered msgs/s, latency, loss and the server's CPU and "
                     "memory. Starts its own server (twistd -n hypertcp) unless --port is "
-                    "given. --peer mosquitto runs the same load over MQTT 3.1.1 (QoS 0, or "
-                    "--mqtt-qos 1) "
-                    "through Debian's mosquitto and prints ratios to it; --peer sink runs "
-                    "it with no broker, the load generator's own ceiling. --idle N and "
-                    "--storm N are the other runs: an idle fleet, and N devices logging in "
-                    "at once. --tls runs any of them over TLS.")
+                    "given. --peer mosquitto runs the same load over MQTT 3.1.1 (QoS 0, "
+                    "or 1 with --mqtt-qos 1) through Debian's mosquitto and prints ratios "
+                    "to it; --peer sink runs it with no broker, the load generator's own "
+                    "ceiling. --idle N and --storm N are the other runs: an idle fleet, "
+                    "and N devices logging in at once. --tls runs any of them over TLS.")
     load = parser.add_argument_group("load")
     load.add_argument("--pairs", type=int, default=10, metavar="N",
                       help="sender->receiver pairs (default: %(default)s)")
