@@ -43,20 +43,20 @@ def _run(args: argparse.Namespace, on_file: Callable[[Any], Any],
             return oneshot.run(cluster, action, prefix=args.cluster_prefix), "the cluster"
         except (ConnectionError, ValueError) as e:
             raise CommandError(str(e)) from None
-    from hypertcp.store import sqlitefile as sqlite
+    from hypertcp.store import sqlitefile
 
     path = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
     if not os.path.exists(path):
         raise CommandError(f"no message store at {path} (a server makes it when it starts; "
                            "pass --store FILE, the server's [store] path)")
     try:
-        conn = sqlite.connect(path, create=False)
-    except sqlite.StoreFileError as e:
+        conn = sqlitefile.connect(path, create=False)
+    except sqlitefile.StoreFileError as e:
         raise CommandError(str(e)) from None
     try:
         # One transaction, as the server's own batches: a purge is all or nothing.
-        [result] = sqlite.transaction(conn, [(on_file, ())])
-    except sqlite.sqlite3.Error as e:
+        [result] = sqlitefile.transaction(conn, [(on_file, ())])
+    except sqlitefile.sqlite3.Error as e:
         raise CommandError(f"{path}: {e}") from None
     finally:
         conn.close()
@@ -64,10 +64,10 @@ def _run(args: argparse.Namespace, on_file: Callable[[Any], Any],
 
 
 def _list(args: argparse.Namespace) -> int:
-    from hypertcp.store import sqlitefile as sqlite
+    from hypertcp.store import sqlitefile
 
     found: list[Queue]
-    found, where = _run(args, sqlite.queues, lambda store: store.queues())
+    found, where = _run(args, sqlitefile.queues, lambda store: store.queues())
     if args.json:
         print(json.dumps([q._asdict() for q in found]))
         return 0
@@ -80,10 +80,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from hypertcp.store import sqlitefile as sqlite
+    from hypertcp.store import sqlitefile
 
     found: list[Stored]
-    found, where = _run(args, lambda conn: sqlite.messages(conn, args.device, args.limit),
+    found, where = _run(args, lambda conn: sqlitefile.messages(conn, args.device, args.limit),
                         lambda store: store.messages(args.device, args.limit))
     now = time.time() * 1000
     if args.json:
@@ -99,9 +99,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    from hypertcp.store import sqlitefile as sqlite
+    from hypertcp.store import sqlitefile
 
-    count, where = _run(args, lambda conn: sqlite.purge(conn, args.device),
+    count, where = _run(args, lambda conn: sqlitefile.purge(conn, args.device),
                         lambda store: store.purge(args.device))
     if not count:
         print(f"no messages were stored for {args.device} in {where}")

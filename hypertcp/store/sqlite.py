@@ -101,11 +101,15 @@ class SQLiteStore:
                 return succeed(EMPTY[operation]())
             self._start_writer()
         d: Deferred = Deferred()
+        self._enqueue(operation, args, d, ())
+        return d
+
+    def _enqueue(self, operation: Callable, args: tuple, then: Any, then_args: tuple) -> None:
+        """Into the next batch, which goes next turn, or once the writer is free."""
         self._pending.append((operation, args))
-        self._answers.append((d, ()))
+        self._answers.append((then, then_args))
         if self._call is None and (self._pipelined or not self._running):
             self._call = self.clock.callLater(0, self._flush)
-        return d
 
     def _flush(self) -> None:
         self._call = None
@@ -170,11 +174,8 @@ class SQLiteStore:
         if self._closed is not None:
             then(Failure(RuntimeError("the message store is closed")), *args)
             return
-        self._pending.append((Writer.put, (device_id, sender, payload, queued_at, expires_at,
-                                           self.bounds, queued_at)))
-        self._answers.append((then, args))
-        if self._call is None and (self._pipelined or not self._running):
-            self._call = self.clock.callLater(0, self._flush)
+        self._enqueue(Writer.put, (device_id, sender, payload, queued_at, expires_at,
+                                   self.bounds, queued_at), then, args)
 
     @property
     def expired(self) -> int:
