@@ -63,9 +63,9 @@ class Listener(StreamServerEndpointService):
             super().privilegedStartService()
         except CannotListenError as e:
             reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
-            raise failed(f"cannot listen on {self.description}: {reason}") from None
+            raise failed(f"{reason}: cannot listen on {self.description}") from None
         except OSError as e:  # e.g. a UNIX socket's directory is missing
-            raise failed(f"cannot listen on {self.description}: {e.strerror or e}") from None
+            raise failed(f"{e.strerror or e}: cannot listen on {self.description}") from None
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port: Optional[IListeningPort]) -> Optional[IListeningPort]:

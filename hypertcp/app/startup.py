@@ -23,6 +23,11 @@ class StartupError(Exception):
     """The server cannot start; the message is the one line that says why (already logged)."""
 
 
+# A daemon's parent prints only the first 100 bytes the child reports, and
+# they begin with the exception's dotted name: keep it short.
+StartupError.__module__ = "hypertcp"
+
+
 def failed(message: str) -> StartupError:
     """Log why start-up cannot go on, and return the error to raise."""
     log.critical("{error}", error=message)
