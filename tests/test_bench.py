@@ -1,6 +1,6 @@
 """
-A short run of C{hypertcp bench} against our server, Mosquitto and the
-no-broker sink.  These check that the figures come out and that nothing is
+A short run of C{hypertcp bench} against our server, Mosquitto, the
+contract's floor and the no-broker sink.  These check that the figures come out and that nothing is
 lost or duplicated on the way -- never how fast anything is.
 """
 
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -19,7 +21,9 @@ from hypertcp.bench.errors import BenchError
 from hypertcp.bench.frames import HyperTCP, Sink
 from hypertcp.bench.message import payload_template
 from hypertcp.bench.pair import Pair
-from hypertcp.protocol.bodies import Login, parse_delivery, parse_login, parse_send
+from hypertcp.protocol.bodies import (
+    Login, login_body, message_body, parse_delivery, parse_login, parse_send,
+)
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.frames import Decoder, encode, response
 from tests.daemon import hypertcp
@@ -66,6 +70,61 @@ def test_hypertcp_and_sink_as_fast_as_possible():
     assert_delivered_all(sink)
     assert sink["server_cpu_s"] is None  # no broker, nothing to measure
     assert report["ratios"]["hypertcp"]["msgs_per_s"] > 0
+
+
+@pytest.mark.integration
+def test_the_floor_beside_hypertcp_and_mosquitto():
+    report = run(*SHORT, "--window", "1", "--peer", "floor", "--peer", "mosquitto")
+    assert list(report["runs"]) == ["hypertcp", "floor", "mosquitto"]
+    for figures in report["runs"].values():
+        assert_delivered_all(figures)
+        assert_server_measured(figures)
+    # Both are set against Mosquitto, the baseline.
+    assert set(report["ratios"]) == {"hypertcp", "floor"}
+
+
+def frames_of(sock: socket.socket, decoder: Decoder, count: int) -> list:
+    found: list = []
+    while len(found) < count:
+        data = sock.recv(65536)
+        assert data, "the floor closed the connection"
+        found += decoder.feed(data)
+    assert len(found) == count, found
+    return found
+
+
+@pytest.mark.integration
+def test_the_floor_makes_the_contracts_calls_and_no_more():
+    # What the floor stands for: per message, one read of it and one of the
+    # receiver's acknowledgement, one send of the delivery and one of the
+    # sender's answer.  Its own counts say so once it has stopped.
+    broker = peers.start_floor()
+    messages = 20
+    try:
+        sender, receiver = (socket.create_connection(broker.address, timeout=10)
+                            for _ in range(2))
+        with sender, receiver:
+            into_sender, into_receiver = Decoder(), Decoder()
+            for sock, decoder, name in ((receiver, into_receiver, "r"),
+                                        (sender, into_sender, "s")):
+                sock.sendall(encode(Command.LOGIN, 1, login_body("any", name)))
+                assert frames_of(sock, decoder, 1)[0].payload == bytes([Status.SUCCESS])
+            for n in range(1, messages + 1):
+                sender.sendall(encode(Command.JSON_MESSAGE, n, message_body("r", {"n": n})))
+                delivery, = frames_of(receiver, into_receiver, 1)
+                message = parse_delivery(delivery)
+                assert (message.sender, message.payload) == ("s", {"n": n})
+                receiver.sendall(response(delivery.msg_id))
+                answer, = frames_of(sender, into_sender, 1)
+                assert answer == (Command.RESPONSE, n, b"")
+    finally:
+        broker.stop()
+    calls = re.search(r"floor: epoll_wait \d+ recv (\d+) send (\d+)", "".join(broker.lines))
+    assert calls, broker.lines
+    recv, send = map(int, calls.groups())
+    assert send == 2 + 2 * messages  # the logins' answers, then two a message
+    # Two reads a message (and a login each); each connection's close is one more.
+    assert 2 + 2 * messages <= recv <= 4 + 2 * messages
 
 
 @pytest.mark.integration
@@ -174,6 +233,8 @@ def test_runs_that_cannot_be_combined():
     for args, why in ((("--storm", "5", "--idle", "5"), "choose one"),
                       (("--tls", "--peer", "sink"), "no TLS"),
                       (("--storm", "5", "--peer", "sink"), "--storm"),
+                      (("--tls", "--peer", "floor"), "no TLS"),
+                      (("--idle", "5", "--peer", "floor"), "--idle"),
                       (("--nodes", "2", "--tls"), "plain TCP"),
                       (("--nodes", "1",), "at least 2")):
         result = hypertcp("bench", *args)

@@ -21,7 +21,7 @@ def _bench(args: argparse.Namespace) -> None:
     from hypertcp.bench.frames import HyperTCP
     from hypertcp.bench.load import run_pairs
     from hypertcp.bench.message import payload_template
-    from hypertcp.bench.peers import Broker, sink, start_hypertcp, start_mosquitto
+    from hypertcp.bench.peers import Broker, sink, start_floor, start_hypertcp, start_mosquitto
     from hypertcp.bench.sockets import raise_nofile, require_epoll
     from hypertcp.bench.storm import run_storm
     from hypertcp.bench.tls import client_context, make_certificates
@@ -34,16 +34,19 @@ def _bench(args: argparse.Namespace) -> None:
         raise BenchError("--pairs, --procs and --window must be at least 1")
     if (args.storm is not None and args.storm < 1) or (args.idle is not None and args.idle < 1):
         raise BenchError("--storm and --idle need at least 1 device")
-    if args.tls and "sink" in args.peer:
-        raise BenchError("--peer sink has no TLS: it measures the load generator alone")
-    if kind != "pairs" and "sink" in args.peer:
-        raise BenchError(f"--peer sink measures the load generator's pairs, not --{kind}")
+    for peer in {"sink", "floor"} & set(args.peer):
+        if args.tls:
+            raise BenchError(f"--peer {peer} has no TLS")
+        if kind != "pairs":
+            raise BenchError(f"--peer {peer} measures the load generator's pairs, not --{kind}")
     if args.nodes is not None:
         if args.nodes < 2:
             raise BenchError("--nodes needs at least 2 nodes")
-        if kind != "pairs" or args.port is not None or args.tls or "sink" in args.peer:
+        if kind != "pairs" or args.port is not None or args.tls or {"sink", "floor"} & set(
+                args.peer):
             raise BenchError("--nodes measures pairs through a cluster the bench starts, over "
-                             "plain TCP: not with --idle, --storm, --port, --tls or --peer sink")
+                             "plain TCP: not with --idle, --storm, --port, --tls, --peer sink "
+                             "or --peer floor")
     raise_nofile({"pairs": 2 * args.pairs, "idle": args.idle, "storm": args.storm}[kind] + 200)
     payload_template(args.payload)  # fail early on a payload too small
     run = {"pairs": run_pairs, "idle": run_idle, "storm": run_storm}[kind]
@@ -74,6 +77,8 @@ def _bench(args: argparse.Namespace) -> None:
                     found.append(lambda: start_mosquitto(
                         int(args.heartbeat * 2) if kind == "idle" else 0, certs,
                         args.mqtt_qos, 0 if args.rate else args.window))
+                elif peer == "floor":
+                    found.append(start_floor)
                 else:
                     found.append(sink)
             return found
@@ -130,8 +135,9 @@ def add_parser(subparsers: Any) -> None:
                     "memory. Starts its own server (twistd -n hypertcp) unless --port is "
                     "given. --peer mosquitto runs the same load over MQTT 3.1.1 (QoS 0, "
                     "or 1 with --mqtt-qos 1) through Debian's mosquitto and prints ratios "
-                    "to it; --peer sink runs it with no broker, the load generator's own "
-                    "ceiling. --idle N and --storm N are the other runs: an idle fleet, "
+                    "to it; --peer floor through a C server that makes the wire contract's "
+                    "system calls and nothing more, the protocol's own cost; --peer sink "
+                    "runs it with no broker, the load generator's own ceiling. --idle N and --storm N are the other runs: an idle fleet, "
                     "and N devices logging in at once. --tls runs any of them over TLS.")
     load = parser.add_argument_group("load")
     load.add_argument("--pairs", type=int, default=10, metavar="N",
@@ -190,9 +196,11 @@ def add_parser(subparsers: Any) -> None:
                               "pair's sender and receiver on one node, once with them on two "
                               "different nodes, and report both")
     where = parser.add_argument_group("servers")
-    where.add_argument("--peer", action="append", choices=("mosquitto", "sink"), default=[],
-                       help="also run the load through mosquitto, or with no broker at all "
-                            "(repeatable)")
+    where.add_argument("--peer", action="append", choices=("mosquitto", "floor", "sink"),
+                       default=[],
+                       help="also run the load through mosquitto, through the contract's "
+                            "floor (a C server built from hypertcp/bench/floor.c with the "
+                            "system's compiler), or with no broker at all (repeatable)")
     where.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=0,
                        help="the QoS of Mosquitto's pairs: 0, or 1, where each publish is "
                             "answered and each delivery acknowledged (PUBACK), as HyperTCP "

@@ -1,7 +1,7 @@
 """
-The servers a run goes through: our server or Mosquitto, started here and
-stopped after, a running server, or the sink (no broker at all); and the
-CPU and memory of their processes, read from /proc.
+The servers a run goes through: our server, Mosquitto or the contract's
+floor, started here and stopped after, a running server, or the sink (no
+broker at all); and the CPU and memory of their processes, read from /proc.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class Broker:
         self.proc = proc
         self.workdir = workdir
         self.lines: list[str] = []
+        self._reader: Optional[threading.Thread] = None
         #: What its figures are filed under in a run's report, if not its protocol's name.
         self.label: Optional[str] = None
 
@@ -133,11 +134,15 @@ class Broker:
             del self.lines[:-200]
 
     def start_reading(self) -> None:
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def stop(self) -> None:
+        """Stop it; then C{lines} holds all it printed, its last words too."""
         if self.proc is not None:
             end(self.proc)
+            if self._reader is not None:
+                self._reader.join(5)
         if self.workdir is not None:
             self.workdir.cleanup()
 
@@ -256,6 +261,43 @@ def start_mosquitto(keepalive: int = 0, certs: Optional[Certificates] = None,
                 broker.stop()
                 raise BenchError("mosquitto did not start listening:\n" + "".join(broker.lines))
             time.sleep(0.05)
+
+
+FLOOR_LISTENING = re.compile(r"floor listening on ([\d.]+):(\d+)")
+
+
+def start_floor() -> Broker:
+    """
+    The contract's floor (C{floor.c}, built here with the system's C
+    compiler): HyperTCP's frames served by one thread of C making the
+    server's system calls per message and nothing more.  Its counts of
+    those calls are in the broker's C{lines} once it has stopped.
+    """
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise BenchError("--peer floor builds a C server: install a C compiler "
+                         "(apt-get install gcc)")
+    workdir = tempfile.TemporaryDirectory(prefix="hypertcp-bench-floor-")
+    binary = Path(workdir.name) / "floor"
+    built = subprocess.run([compiler, "-O2", "-o", str(binary),
+                            str(Path(__file__).with_name("floor.c"))],
+                           capture_output=True, text=True)
+    if built.returncode:
+        workdir.cleanup()
+        raise BenchError(f"floor.c did not build:\n{built.stderr}")
+    proc = subprocess.Popen([str(binary), "0"], cwd=workdir.name, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    broker = Broker("floor", HyperTCP("any token"), None, proc.pid, proc, workdir)
+    broker.label = "floor"
+    assert proc.stdout
+    line = proc.stdout.readline()
+    found = FLOOR_LISTENING.search(line)
+    if found is None:
+        broker.stop()
+        raise BenchError(f"the floor server did not start: {line}{proc.stdout.read()}")
+    broker.address = (found.group(1), int(found.group(2)))
+    broker.start_reading()
+    return broker
 
 
 def sink() -> Broker:
