@@ -209,6 +209,14 @@ def parse_send(command: int, payload: bytes) -> Send:
         raise _not_json(payload) from None
     if type(body) is not dict:
         raise BadBody("payload is not a JSON object")
+    return send_of(command, body)
+
+
+def send_of(command: int, body: dict) -> Send:
+    """
+    L{parse_send} for a body already parsed: a WebSocket action is the TCP
+    client's envelope with its own keys beside it, read once.
+    """
     inner = body.get("payload")
     if type(inner) is not dict:
         raise BadBody('missing a "payload" object')

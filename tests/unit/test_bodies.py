@@ -12,7 +12,7 @@ import pytest
 from hypertcp.protocol.bodies import (
     BadBody, Login, Message, Send, broadcast_body, challenge_body, challenge_request_body,
     delivery_body, event_body, login_body, message_body, parse_challenge, parse_delivery,
-    parse_login, parse_object, parse_redirect, parse_send, proof_body, redirect_body,
+    parse_login, parse_object, parse_redirect, parse_send, proof_body, redirect_body, send_of,
     telemetry_body,
 )
 from hypertcp.protocol.commands import Command
@@ -124,6 +124,14 @@ def test_a_client_is_told_before_sending_what_the_server_would_refuse():
 def test_bad_sends(command, payload, why):
     with pytest.raises(BadBody, match=why):
         parse_send(command, payload)
+
+
+def test_a_parsed_envelope_reads_as_its_text_would():
+    # A WebSocket action: the TCP envelope with the action's own keys beside it.
+    action = {"action": "send", "id": 4, "targetId": "b", "payload": {"x": 1}, "ack": True}
+    assert send_of(Command.JSON_MESSAGE, action) == Send("b", {"x": 1}, True, 0, None)
+    with pytest.raises(BadBody, match='"qos" must be 0 or 1'):
+        send_of(Command.JSON_MESSAGE, {"targetId": "b", "payload": {}, "qos": 2})
 
 
 def test_parse_object_accepts_text_and_bytes():

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from hypertcp.app.web.frames import text_frame, unmask
 from hypertcp.protocol import server as rules
 from hypertcp.protocol.bodies import (
-    PROTOCOL_LEVEL, BadBody, parse_login, parse_send, redirect_body,
+    PROTOCOL_LEVEL, BadBody, parse_login, redirect_body, send_of,
 )
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.jsoncodec import JSONEncodeError
@@ -492,9 +492,8 @@ class WebSession(PacedByPeer, WebSocketServerProtocol):
     def _message(self, action: Action, text: bytes) -> None:
         msg_id = action[1]
         try:
-            # The action is the TCP client's envelope, to the same rules
-            # (parsed once more: the TCP path keeps its inlined parse).
-            send = parse_send(action[0], text)
+            # The action is the TCP client's envelope, to the same rules.
+            send = send_of(action[0], action[2])
         except BadBody as e:
             self._refuse(msg_id, Status.ILLEGAL_COMMAND_BODY, str(e))
             return
