@@ -73,14 +73,15 @@ def test_hypertcp_and_sink_as_fast_as_possible():
 
 
 @pytest.mark.integration
-def test_the_floor_beside_hypertcp_and_mosquitto():
-    report = run(*SHORT, "--window", "1", "--peer", "floor", "--peer", "mosquitto")
-    assert list(report["runs"]) == ["hypertcp", "floor", "mosquitto"]
+def test_the_floors_beside_hypertcp_and_mosquitto():
+    report = run(*SHORT, "--window", "1", "--peer", "floor", "--peer", "pyfloor",
+                 "--peer", "mosquitto")
+    assert list(report["runs"]) == ["hypertcp", "floor", "pyfloor", "mosquitto"]
     for figures in report["runs"].values():
         assert_delivered_all(figures)
         assert_server_measured(figures)
-    # Both are set against Mosquitto, the baseline.
-    assert set(report["ratios"]) == {"hypertcp", "floor"}
+    # All are set against Mosquitto, the baseline.
+    assert set(report["ratios"]) == {"hypertcp", "floor", "pyfloor"}
 
 
 def frames_of(sock: socket.socket, decoder: Decoder, count: int) -> list:
@@ -93,6 +94,36 @@ def frames_of(sock: socket.socket, decoder: Decoder, count: int) -> list:
     return found
 
 
+def exchange(address: tuple[str, int], messages: int) -> None:
+    """Messages one at a time from "s" to "r", each delivered, acknowledged and answered."""
+    sender, receiver = (socket.create_connection(address, timeout=10) for _ in range(2))
+    with sender, receiver:
+        into_sender, into_receiver = Decoder(), Decoder()
+        for sock, decoder, name in ((receiver, into_receiver, "r"), (sender, into_sender, "s")):
+            sock.sendall(encode(Command.LOGIN, 1, login_body("any", name)))
+            assert frames_of(sock, decoder, 1)[0].payload == bytes([Status.SUCCESS])
+        for n in range(1, messages + 1):
+            sender.sendall(encode(Command.JSON_MESSAGE, n, message_body("r", {"n": n})))
+            delivery, = frames_of(receiver, into_receiver, 1)
+            message = parse_delivery(delivery)
+            assert (message.sender, message.payload, delivery.msg_id) == ("s", {"n": n}, n)
+            receiver.sendall(response(delivery.msg_id))
+            answer, = frames_of(sender, into_sender, 1)
+            assert answer == (Command.RESPONSE, n, b"")
+        sender.sendall(encode(Command.JSON_MESSAGE, 99, message_body("nobody", {})))
+        assert frames_of(sender, into_sender, 1)[0] == (
+            Command.RESPONSE, 99, bytes([Status.DEVICE_NOT_IN_NETWORK]))
+
+
+@pytest.mark.integration
+def test_the_python_floor_keeps_the_contract():
+    broker = peers.start_floor("python")
+    try:
+        exchange(broker.address, 20)
+    finally:
+        broker.stop()
+
+
 @pytest.mark.integration
 def test_the_floor_makes_the_contracts_calls_and_no_more():
     # What the floor stands for: per message, one read of it and one of the
@@ -101,30 +132,17 @@ def test_the_floor_makes_the_contracts_calls_and_no_more():
     broker = peers.start_floor()
     messages = 20
     try:
-        sender, receiver = (socket.create_connection(broker.address, timeout=10)
-                            for _ in range(2))
-        with sender, receiver:
-            into_sender, into_receiver = Decoder(), Decoder()
-            for sock, decoder, name in ((receiver, into_receiver, "r"),
-                                        (sender, into_sender, "s")):
-                sock.sendall(encode(Command.LOGIN, 1, login_body("any", name)))
-                assert frames_of(sock, decoder, 1)[0].payload == bytes([Status.SUCCESS])
-            for n in range(1, messages + 1):
-                sender.sendall(encode(Command.JSON_MESSAGE, n, message_body("r", {"n": n})))
-                delivery, = frames_of(receiver, into_receiver, 1)
-                message = parse_delivery(delivery)
-                assert (message.sender, message.payload) == ("s", {"n": n})
-                receiver.sendall(response(delivery.msg_id))
-                answer, = frames_of(sender, into_sender, 1)
-                assert answer == (Command.RESPONSE, n, b"")
+        exchange(broker.address, messages)
     finally:
         broker.stop()
     calls = re.search(r"floor: epoll_wait \d+ recv (\d+) send (\d+)", "".join(broker.lines))
     assert calls, broker.lines
     recv, send = map(int, calls.groups())
-    assert send == 2 + 2 * messages  # the logins' answers, then two a message
-    # Two reads a message (and a login each); each connection's close is one more.
-    assert 2 + 2 * messages <= recv <= 4 + 2 * messages
+    # The logins' answers, two a message, and the refusal of the message to nobody.
+    assert send == 2 + 2 * messages + 1
+    # Two reads a message (and a login each, and the last message); each
+    # connection's close is one more.
+    assert 3 + 2 * messages <= recv <= 5 + 2 * messages
 
 
 @pytest.mark.integration
@@ -234,6 +252,7 @@ def test_runs_that_cannot_be_combined():
                       (("--tls", "--peer", "sink"), "no TLS"),
                       (("--storm", "5", "--peer", "sink"), "--storm"),
                       (("--tls", "--peer", "floor"), "no TLS"),
+                      (("--nodes", "2", "--peer", "pyfloor"), "but mosquitto"),
                       (("--idle", "5", "--peer", "floor"), "--idle"),
                       (("--nodes", "2", "--tls"), "plain TCP"),
                       (("--nodes", "1",), "at least 2")):

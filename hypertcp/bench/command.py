@@ -34,7 +34,7 @@ def _bench(args: argparse.Namespace) -> None:
         raise BenchError("--pairs, --procs and --window must be at least 1")
     if (args.storm is not None and args.storm < 1) or (args.idle is not None and args.idle < 1):
         raise BenchError("--storm and --idle need at least 1 device")
-    for peer in {"sink", "floor"} & set(args.peer):
+    for peer in {"sink", "floor", "pyfloor"} & set(args.peer):
         if args.tls:
             raise BenchError(f"--peer {peer} has no TLS")
         if kind != "pairs":
@@ -42,11 +42,11 @@ def _bench(args: argparse.Namespace) -> None:
     if args.nodes is not None:
         if args.nodes < 2:
             raise BenchError("--nodes needs at least 2 nodes")
-        if kind != "pairs" or args.port is not None or args.tls or {"sink", "floor"} & set(
-                args.peer):
+        if kind != "pairs" or args.port is not None or args.tls or set(args.peer) - {
+                "mosquitto"}:
             raise BenchError("--nodes measures pairs through a cluster the bench starts, over "
-                             "plain TCP: not with --idle, --storm, --port, --tls, --peer sink "
-                             "or --peer floor")
+                             "plain TCP: not with --idle, --storm, --port, --tls, or a --peer "
+                             "but mosquitto")
     raise_nofile({"pairs": 2 * args.pairs, "idle": args.idle, "storm": args.storm}[kind] + 200)
     payload_template(args.payload)  # fail early on a payload too small
     run = {"pairs": run_pairs, "idle": run_idle, "storm": run_storm}[kind]
@@ -79,6 +79,8 @@ def _bench(args: argparse.Namespace) -> None:
                         args.mqtt_qos, 0 if args.rate else args.window))
                 elif peer == "floor":
                     found.append(start_floor)
+                elif peer == "pyfloor":
+                    found.append(lambda: start_floor("python"))
                 else:
                     found.append(sink)
             return found
@@ -136,7 +138,8 @@ def add_parser(subparsers: Any) -> None:
                     "given. --peer mosquitto runs the same load over MQTT 3.1.1 (QoS 0, "
                     "or 1 with --mqtt-qos 1) through Debian's mosquitto and prints ratios "
                     "to it; --peer floor through a C server that makes the wire contract's "
-                    "system calls and nothing more, the protocol's own cost; --peer sink "
+                    "system calls and nothing more, the protocol's own cost (--peer pyfloor: "
+                    "the same in plain Python); --peer sink "
                     "runs it with no broker, the load generator's own ceiling. --idle N and --storm N are the other runs: an idle fleet, "
                     "and N devices logging in at once. --tls runs any of them over TLS.")
     load = parser.add_argument_group("load")
@@ -196,11 +199,12 @@ def add_parser(subparsers: Any) -> None:
                               "pair's sender and receiver on one node, once with them on two "
                               "different nodes, and report both")
     where = parser.add_argument_group("servers")
-    where.add_argument("--peer", action="append", choices=("mosquitto", "floor", "sink"),
-                       default=[],
+    where.add_argument("--peer", action="append",
+                       choices=("mosquitto", "floor", "pyfloor", "sink"), default=[],
                        help="also run the load through mosquitto, through the contract's "
                             "floor (a C server built from hypertcp/bench/floor.c with the "
-                            "system's compiler), or with no broker at all (repeatable)")
+                            "system's compiler) or its twin in plain Python, or with no broker "
+                            "at all (repeatable)")
     where.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=0,
                        help="the QoS of Mosquitto's pairs: 0, or 1, where each publish is "
                             "answered and each delivery acknowledged (PUBACK), as HyperTCP "

@@ -266,35 +266,42 @@ def start_mosquitto(keepalive: int = 0, certs: Optional[Certificates] = None,
 FLOOR_LISTENING = re.compile(r"floor listening on ([\d.]+):(\d+)")
 
 
-def start_floor() -> Broker:
+def start_floor(language: str = "c") -> Broker:
     """
-    The contract's floor (C{floor.c}, built here with the system's C
-    compiler): HyperTCP's frames served by one thread of C making the
-    server's system calls per message and nothing more.  Its counts of
-    those calls are in the broker's C{lines} once it has stopped.
+    The contract's floor: HyperTCP's frames served with the server's system
+    calls per message and nothing more, by one thread of C (C{floor.c},
+    built here with the system's compiler; its counts of those calls are in
+    the broker's C{lines} once it has stopped) or, C{language} "python", by
+    C{pyfloor} on Python's own epoll.
     """
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise BenchError("--peer floor builds a C server: install a C compiler "
-                         "(apt-get install gcc)")
     workdir = tempfile.TemporaryDirectory(prefix="hypertcp-bench-floor-")
-    binary = Path(workdir.name) / "floor"
-    built = subprocess.run([compiler, "-O2", "-o", str(binary),
-                            str(Path(__file__).with_name("floor.c"))],
-                           capture_output=True, text=True)
-    if built.returncode:
-        workdir.cleanup()
-        raise BenchError(f"floor.c did not build:\n{built.stderr}")
-    proc = subprocess.Popen([str(binary), "0"], cwd=workdir.name, stdout=subprocess.PIPE,
+    if language == "python":
+        argv = [sys.executable, "-m", "hypertcp.bench.pyfloor", "0"]
+    else:
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            workdir.cleanup()
+            raise BenchError("--peer floor builds a C server: install a C compiler "
+                             "(apt-get install gcc)")
+        binary = Path(workdir.name) / "floor"
+        built = subprocess.run([compiler, "-O2", "-o", str(binary),
+                                str(Path(__file__).with_name("floor.c"))],
+                               capture_output=True, text=True)
+        if built.returncode:
+            workdir.cleanup()
+            raise BenchError(f"floor.c did not build:\n{built.stderr}")
+        argv = [str(binary), "0"]
+    proc = subprocess.Popen(argv, cwd=workdir.name, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    broker = Broker("floor", HyperTCP("any token"), None, proc.pid, proc, workdir)
-    broker.label = "floor"
+    name = "pyfloor" if language == "python" else "floor"
+    broker = Broker(name, HyperTCP("any token"), None, proc.pid, proc, workdir)
+    broker.label = name
     assert proc.stdout
     line = proc.stdout.readline()
     found = FLOOR_LISTENING.search(line)
     if found is None:
         broker.stop()
-        raise BenchError(f"the floor server did not start: {line}{proc.stdout.read()}")
+        raise BenchError(f"the {name} server did not start: {line}{proc.stdout.read()}")
     broker.address = (found.group(1), int(found.group(2)))
     broker.start_reading()
     return broker
