@@ -139,9 +139,10 @@ def add_parser(subparsers: Any) -> None:
                     "or 1 with --mqtt-qos 1) through Debian's mosquitto and prints ratios "
                     "to it; --peer floor through a C server that makes the wire contract's "
                     "system calls and nothing more, the protocol's own cost (--peer pyfloor: "
-                    "the same in plain Python); --peer sink "
-                    "runs it with no broker, the load generator's own ceiling. --idle N and --storm N are the other runs: an idle fleet, "
-                    "and N devices logging in at once. --tls runs any of them over TLS.")
+                    "the same in plain Python); --peer sink runs it with no broker, the load "
+                    "generator's own ceiling. --idle N and --storm N are the other runs: an "
+                    "idle fleet, and N devices logging in at once. --tls runs any of them "
+                    "over TLS.")
     load = parser.add_argument_group("load")
     load.add_argument("--pairs", type=int, default=10, metavar="N",
                       help="sender->receiver pairs (default: %(default)s)")
