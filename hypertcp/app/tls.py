@@ -102,10 +102,13 @@ class ServerCertificate(Service):
         self._stamp = self._file_stamp()
         chain = _pem_certificates(self.certificate)
         key = _pem_key(self.key)
+        # The key and chain go to the context as cryptography's objects, which
+        # pyOpenSSL wants there (its own are deprecated); the CAs go into an
+        # X509Store, which still takes only its own.
         options = CertificateOptions(
-            privateKey=crypto.PKey.from_cryptography_key(key),
-            certificate=crypto.X509.from_cryptography(chain[0]),
-            extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+            privateKey=key,
+            certificate=chain[0],
+            extraCertChain=chain[1:],
             verify=bool(self.ca),
             caCerts=[crypto.X509.from_cryptography(c) for c in _pem_certificates(self.ca)]
             if self.ca else None,

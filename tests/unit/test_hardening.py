@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import warnings
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,15 @@ def test_tls_listeners_refuse_cbc_suites(server_certificate, suite):
                                    "ECDHE-ECDSA-CHACHA20-POLY1305"])
 def test_tls_listeners_offer_aead_suites(server_certificate, suite):
     assert handshake(server_certificate, client_context(suite)) == suite
+
+
+def test_the_certificate_is_loaded_without_deprecated_pyopenssl_objects(server_certificate):
+    # pyOpenSSL deprecates its X509 and PKey objects where a context takes a
+    # certificate and key: passing them warns today and will fail once they go.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        ServerCertificate(server_certificate.certificate, server_certificate.key,
+                          ca=server_certificate.certificate)
 
 
 def test_a_cipher_string_that_selects_nothing_stops_start_up(server_certificate):
