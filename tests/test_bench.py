@@ -296,6 +296,12 @@ def test_nodes_without_redis_server_say_what_to_install(monkeypatch):
         cluster.Redis()
 
 
+def test_the_floor_without_a_compiler_says_what_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(BenchError, match=r"apt-get install gcc"):
+        peers.start_floor()
+
+
 def test_table_puts_ratios_beside_the_figures():
     runs = {"hypertcp": {"msgs_per_s": 50.0, "p99_ms": 2.0},
             "mosquitto": {"msgs_per_s": 100.0, "p99_ms": 1.0}}
