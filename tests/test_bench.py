@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -22,11 +21,12 @@ from hypertcp.bench.frames import HyperTCP, Sink
 from hypertcp.bench.message import payload_template
 from hypertcp.bench.pair import Pair
 from hypertcp.protocol.bodies import (
-    Login, login_body, message_body, parse_delivery, parse_login, parse_send,
+    Login, message_body, parse_delivery, parse_login, parse_send,
 )
 from hypertcp.protocol.commands import Command, Status
 from hypertcp.protocol.frames import Decoder, encode, response
 from tests.daemon import hypertcp
+from tests.raw import Raw
 
 SHORT = ("--pairs", "3", "--duration", "1", "--warmup", "0.2", "--quiet", "--json")
 
@@ -84,35 +84,25 @@ def test_the_floors_beside_hypertcp_and_mosquitto():
     assert set(report["ratios"]) == {"hypertcp", "floor", "pyfloor"}
 
 
-def frames_of(sock: socket.socket, decoder: Decoder, count: int) -> list:
-    found: list = []
-    while len(found) < count:
-        data = sock.recv(65536)
-        assert data, "the floor closed the connection"
-        found += decoder.feed(data)
-    assert len(found) == count, found
-    return found
-
-
 def exchange(address: tuple[str, int], messages: int) -> None:
     """Messages one at a time from "s" to "r", each delivered, acknowledged and answered."""
-    sender, receiver = (socket.create_connection(address, timeout=10) for _ in range(2))
-    with sender, receiver:
-        into_sender, into_receiver = Decoder(), Decoder()
-        for sock, decoder, name in ((receiver, into_receiver, "r"), (sender, into_sender, "s")):
-            sock.sendall(encode(Command.LOGIN, 1, login_body("any", name)))
-            assert frames_of(sock, decoder, 1)[0].payload == bytes([Status.SUCCESS])
+    host, port = address
+    with Raw(port, host) as receiver, Raw(port, host) as sender:
+        for raw, name in ((receiver, "r"), (sender, "s")):
+            assert raw.login_json("any", name) == Status.SUCCESS
         for n in range(1, messages + 1):
-            sender.sendall(encode(Command.JSON_MESSAGE, n, message_body("r", {"n": n})))
-            delivery, = frames_of(receiver, into_receiver, 1)
+            sender.send(Command.JSON_MESSAGE, message_body("r", {"n": n}), msg_id=n)
+            delivery = receiver.expect(lambda f: f.command == Command.JSON_MESSAGE)
             message = parse_delivery(delivery)
             assert (message.sender, message.payload, delivery.msg_id) == ("s", {"n": n}, n)
-            receiver.sendall(response(delivery.msg_id))
-            answer, = frames_of(sender, into_sender, 1)
+            receiver.sock.sendall(response(delivery.msg_id))
+            answer = sender.expect(lambda f: f.command == Command.RESPONSE)
             assert answer == (Command.RESPONSE, n, b"")
-        sender.sendall(encode(Command.JSON_MESSAGE, 99, message_body("nobody", {})))
-        assert frames_of(sender, into_sender, 1)[0] == (
+        sender.send(Command.JSON_MESSAGE, message_body("nobody", {}), msg_id=99)
+        assert sender.expect(lambda f: True) == (
             Command.RESPONSE, 99, bytes([Status.DEVICE_NOT_IN_NETWORK]))
+        # Nothing more than those frames came.
+        assert sender.inbox == receiver.inbox == []
 
 
 @pytest.mark.integration

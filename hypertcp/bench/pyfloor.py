@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import select
 import socket
-import struct
 import sys
 
+from hypertcp.protocol.commands import Command, Status
+from hypertcp.protocol.frames import HEADER, HEADER_SIZE, encode, response
 from hypertcp.protocol.jsoncodec import dumps, loads
 
-_HEADER = struct.Struct("!BHH")
-_RESPONSE, _PING, _LOGIN, _JSON = 0, 6, 29, 30
-_NOT_IN_NETWORK, _BAD_BODY = b"\x07", b"\x0b"
+# Plain ints: compared once or more per frame.
+_RESPONSE, _PING, _LOGIN, _JSON = map(int, (Command.RESPONSE, Command.PING, Command.LOGIN,
+                                            Command.JSON_MESSAGE))
+_SUCCESS, _NOT_IN_NETWORK, _BAD_BODY = map(int, (Status.SUCCESS, Status.DEVICE_NOT_IN_NETWORK,
+                                                 Status.ILLEGAL_COMMAND_BODY))
 
 
 class _Peer:
@@ -65,40 +68,40 @@ def serve(port: int) -> None:
 
     def frames(peer: _Peer, data: bytes, out: dict[_Peer, list[bytes]]) -> bytes:
         end, at = len(data), 0
-        while end - at >= 5:
-            command, msg_id, length = _HEADER.unpack_from(data, at)
-            if end - at - 5 < length:
+        while end - at >= HEADER_SIZE:
+            command, msg_id, length = HEADER.unpack_from(data, at)
+            start = at + HEADER_SIZE
+            if end - start < length:
                 break
-            payload = data[at + 5:at + 5 + length]
-            at += 5 + length
+            payload = data[start:start + length]
+            at = start + length
             if command == _RESPONSE:
                 continue  # a receiver's acknowledgement: read and dropped
-            answer = b""
+            status = _SUCCESS
             if command == _LOGIN:
                 try:
                     body = loads(payload) if payload[:1] == b"{" else {}
                     peer.device_id = body.get("device_id") or "device_%s_%d" % (
                         peer.sock.getpeername())
                     online[peer.device_id] = peer
-                    answer = b"\xc8"
                 except (ValueError, AttributeError):
-                    answer = _BAD_BODY
+                    status = _BAD_BODY
             elif command == _JSON:
                 try:
                     body = loads(payload)
                     target = online.get(body["targetId"])
                     if target is None:
-                        answer = _NOT_IN_NETWORK
+                        status = _NOT_IN_NETWORK
                     else:
                         delivery = dumps({"from": peer.device_id, "payload": body["payload"]})
                         target.msg_id = target.msg_id % 65535 + 1
                         out.setdefault(target, []).append(
-                            _HEADER.pack(_JSON, target.msg_id, len(delivery)) + delivery)
+                            encode(_JSON, target.msg_id, delivery))
                 except (ValueError, KeyError, TypeError):
-                    answer = _BAD_BODY
+                    status = _BAD_BODY
             elif command != _PING:
                 continue
-            out.setdefault(peer, []).append(_HEADER.pack(_RESPONSE, msg_id, len(answer)) + answer)
+            out.setdefault(peer, []).append(response(msg_id, status, login=command == _LOGIN))
         return data[at:]
 
     while True:
